@@ -1,0 +1,1 @@
+"""OpenSphere: root of trust, secured device OS and security service."""
