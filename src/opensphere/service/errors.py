@@ -1,0 +1,45 @@
+"""The service's exception hierarchy: each carries a stable code and a message a user can act on.
+
+HTTP status codes are chosen at the boundary (`problems.py`), not here.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    default_code = "service_error"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code or self.default_code
+
+
+class AuthenticationError(ServiceError):
+    """No credential, or one that is malformed, unknown, expired or revoked."""
+
+    default_code = "authentication_required"
+
+
+class PermissionDeniedError(ServiceError):
+    """The caller is known and may see the tenant, but their role does not allow this."""
+
+    default_code = "forbidden"
+
+
+class NotFoundError(ServiceError):
+    """The object does not exist, or belongs to a tenant the caller may not see."""
+
+    default_code = "not_found"
+
+
+class ConflictError(ServiceError):
+    """The request clashes with the current state (a taken name, the last administrator)."""
+
+    default_code = "conflict"
+
+
+class InvalidRequestError(ServiceError):
+    """The request is well-formed JSON but asks for something that cannot be done."""
+
+    default_code = "invalid_request"

@@ -1,0 +1,129 @@
+"""Every error leaves the service as RFC 9457 problem details with a stable `code`."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from opensphere.service.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServiceError,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE_BASE = "https://opensphere.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidRequestError: 400,
+}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.url.path,
+        "request_id": getattr(request.state, "request_id", None),
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _status_for(error: ServiceError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 400
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    context = getattr(request.state, "context", None)
+    if context is not None:
+        await run_in_threadpool(context.record_failure, request.app.state.storage, exc.code)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+    return problem_response(
+        request, status=_status_for(exc), code=exc.code, detail=exc.detail, headers=headers
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "location": ".".join(str(part) for part in error.get("loc", ())),
+            "message": str(error.get("msg", "invalid")),
+        }
+        for error in exc.errors()
+    ]
+    summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
+    return problem_response(
+        request,
+        status=422,
+        code="validation_failed",
+        detail=f"the request is not valid: {summary}",
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"there is no {request.method} {request.url.path}; see /openapi.json"
+    return problem_response(
+        request, status=exc.status_code, code=code, detail=detail, headers=exc.headers
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "unexpected error in %s %s (request %s)",
+        request.method,
+        request.url.path,
+        getattr(request.state, "request_id", "-"),
+        exc_info=exc,
+    )
+    return problem_response(
+        request,
+        status=500,
+        code="internal_error",
+        detail="the service failed unexpectedly; the operator can find the request id in its log",
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
