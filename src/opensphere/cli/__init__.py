@@ -1,1 +1,1 @@
-"""cli package."""
+"""The `sphere` command tree, in the spirit of Azure Sphere's `azsphere`."""

@@ -1,0 +1,38 @@
+"""The `sphere` command: one tree, one-line errors, non-zero exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from opensphere.cli import account, products, server, tenants
+from opensphere.cli.errors import CliError
+from opensphere.cli.output import err_console
+from opensphere.client import ClientError
+
+app = typer.Typer(
+    name="sphere",
+    help="OpenSphere: manage a fleet's tenants, products, device groups and the service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("server")(server.server)
+app.command("login")(account.login)
+app.command("logout")(account.logout)
+app.command("show-user")(account.show_user)
+app.add_typer(tenants.tenant_app, name="tenant")
+app.add_typer(tenants.role_app, name="role")
+app.add_typer(account.token_app, name="token")
+app.add_typer(products.product_app, name="product")
+app.add_typer(products.group_app, name="device-group")
+app.add_typer(tenants.audit_app, name="audit")
+
+
+def main() -> None:
+    try:
+        app()
+    except (CliError, ClientError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,40 @@
+"""`sphere server`: upgrade the schema, make sure there is an operator, serve."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_DATA_DIR = Path("sphere-data")
+
+
+def server(
+    data_dir: Annotated[
+        Path, typer.Option(help="folder for the database, blobs and the operator token")
+    ] = DEFAULT_DATA_DIR,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8443,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPENSPHERE_DATABASE_URL",
+            help="postgresql://… to scale out (default: SQLite in the data folder)",
+        ),
+    ] = None,
+) -> None:
+    """Run the security service."""
+    import uvicorn  # the service's imports are heavy; other commands don't pay for them
+
+    from opensphere.service.app import create_app
+    from opensphere.service.bootstrap import prepare_storage
+    from opensphere.service.settings import ServiceSettings
+    from opensphere.service.storage.db import Storage
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServiceSettings.from_options(data_dir, database_url)
+    prepare_storage(settings)
+    app = create_app(storage=Storage.connect(settings.database_url))
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
