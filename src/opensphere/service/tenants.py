@@ -93,7 +93,7 @@ def list_tenants(
         query = query.where(Tenant.id == principal.token_tenant_id)
     if after is not None:
         query = query.where(Tenant.id > after)
-    rows = context.session.execute(query.order_by(Tenant.id).limit(limit + 1)).tuples().all()
+    rows = context.session.execute(query.order_by(Tenant.id).limit(limit + 1)).all()
     return make_page(rows, limit, key=lambda row: row[0].id, out=lambda row: _tenant_out(*row))
 
 
@@ -151,9 +151,7 @@ def list_roles(
     if after is not None:
         query = query.where(RoleAssignment.user_id > after)
     rows = (
-        context.session.execute(query.order_by(RoleAssignment.user_id).limit(limit + 1))
-        .tuples()
-        .all()
+        context.session.execute(query.order_by(RoleAssignment.user_id).limit(limit + 1)).all()
     )
     return make_page(rows, limit, key=lambda row: row[1].id, out=lambda row: _assignment_out(*row))
 

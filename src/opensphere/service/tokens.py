@@ -61,7 +61,7 @@ def show_me(context: Context) -> schemas.Me:
     )
     if principal.token_tenant_id is not None:
         query = query.where(Tenant.id == principal.token_tenant_id)
-    rows = context.session.execute(query).tuples().all()
+    rows = context.session.execute(query).all()
     return schemas.Me(
         id=principal.user_id,
         name=principal.user_name,
@@ -166,7 +166,7 @@ def list_tenant_tokens(
     )
     if after is not None:
         query = query.where(ApiToken.id > after)
-    rows = context.session.execute(query.order_by(ApiToken.id).limit(limit + 1)).tuples().all()
+    rows = context.session.execute(query.order_by(ApiToken.id).limit(limit + 1)).all()
     return make_page(
         rows, limit, key=lambda row: row[0].id, out=lambda row: _token_out(*row, context.now)
     )
