@@ -30,8 +30,16 @@ def main(pytest_args: list[str]) -> int:
     try:
         workers = os.environ.get("OPENSPHERE_TEST_WORKERS", str(min(os.cpu_count() or 1, 4)))
         command = [
-            sys.executable, "-m", "pytest", "-n", workers, "--dist", "loadgroup",
-            "-p", "no:cacheprovider", *pytest_args,
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            workers,
+            "--dist",
+            "loadgroup",
+            "-p",
+            "no:cacheprovider",
+            *pytest_args,
         ]
         print("==> " + " ".join(command[2:]), flush=True)
         env = {**os.environ, "OPENSPHERE_TEST_POSTGRES_URL": url}

@@ -74,9 +74,7 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def storage(
-    engine_name: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Storage]:
+def storage(engine_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     """A migrated, empty database on the engine under test."""
     if engine_name == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")

@@ -92,9 +92,7 @@ class Client:
     def _send(self, model: type[ModelT], method: str, path: str, body: Any = None) -> ModelT:
         return model.model_validate(self.request(method, path, json=body))
 
-    def _page(
-        self, model: type[ModelT], path: str, **params: Any
-    ) -> schemas.Page[ModelT]:
+    def _page(self, model: type[ModelT], path: str, **params: Any) -> schemas.Page[ModelT]:
         return schemas.Page[model].model_validate(  # type: ignore[valid-type]
             self.request("GET", path, params=params)
         )
@@ -122,9 +120,7 @@ class Client:
         return self._get(schemas.Me, "/v1/me")
 
     def create_token(self, body: schemas.TokenCreate) -> schemas.CreatedToken:
-        return self._send(
-            schemas.CreatedToken, "POST", "/v1/tokens", body.model_dump(mode="json")
-        )
+        return self._send(schemas.CreatedToken, "POST", "/v1/tokens", body.model_dump(mode="json"))
 
     def tokens(self) -> Iterator[schemas.Token]:
         return self.iterate(schemas.Token, "/v1/tokens")
@@ -164,9 +160,7 @@ class Client:
         )
 
     def remove_role(self, tenant_id: uuid.UUID, user: str) -> schemas.RoleAssignment:
-        return self._send(
-            schemas.RoleAssignment, "DELETE", f"/v1/tenants/{tenant_id}/roles/{user}"
-        )
+        return self._send(schemas.RoleAssignment, "DELETE", f"/v1/tenants/{tenant_id}/roles/{user}")
 
     def audit(
         self, tenant_id: uuid.UUID | None, *, limit: int | None = None, **filters: Any
@@ -176,9 +170,7 @@ class Client:
 
     # --- products, device groups ----------------------------------------------------
 
-    def create_product(
-        self, tenant_id: uuid.UUID, body: schemas.ProductCreate
-    ) -> schemas.Product:
+    def create_product(self, tenant_id: uuid.UUID, body: schemas.ProductCreate) -> schemas.Product:
         return self._send(
             schemas.Product,
             "POST",
@@ -252,9 +244,7 @@ class Client:
             body.model_dump(mode="json", exclude_none=True),
         )
 
-    def delete_device_group(
-        self, tenant_id: uuid.UUID, group_id: uuid.UUID
-    ) -> schemas.DeviceGroup:
+    def delete_device_group(self, tenant_id: uuid.UUID, group_id: uuid.UUID) -> schemas.DeviceGroup:
         return self._send(
             schemas.DeviceGroup, "DELETE", f"/v1/tenants/{tenant_id}/device-groups/{group_id}"
         )

@@ -95,16 +95,27 @@ def run(data_dir: Path, port: int, *, stay: bool) -> int:
         demo.sphere("tenant", "create", "Contoso", "--admin", "alice@contoso.example")
         demo.say("The operator issues Alice a token limited to her tenant")
         token = demo.sphere(
-            "token", "create", "--name", "alice laptop", "--for-user", "alice@contoso.example",
-            "--output", "json",
+            "token",
+            "create",
+            "--name",
+            "alice laptop",
+            "--for-user",
+            "alice@contoso.example",
+            "--output",
+            "json",
         )
         alice_token = json.loads(token)["token"]
         (data_dir / "alice-token").write_text(alice_token)
         os.chmod(data_dir / "alice-token", 0o600)
         demo.say("Alice signs in; her only tenant is selected for her")
         demo.sphere(
-            "login", "--url", url, "--token-file", str(data_dir / "alice-token"),
-            "--profile", "alice",
+            "login",
+            "--url",
+            url,
+            "--token-file",
+            str(data_dir / "alice-token"),
+            "--profile",
+            "alice",
         )
         demo.sphere("show-user")
         demo.say("Alice adds Bob as Contributor and Carol as Reader")
@@ -112,19 +123,30 @@ def run(data_dir: Path, port: int, *, stay: bool) -> int:
         demo.sphere("role", "add", "--user", "carol@contoso.example", "--role", "Reader")
         demo.sphere("role", "list")
         demo.say("Alice creates a product: it comes with the five default device groups")
-        demo.sphere("product", "create", "--name", "Thermostat", "--description", "Smart thermostat")
+        demo.sphere(
+            "product", "create", "--name", "Thermostat", "--description", "Smart thermostat"
+        )
         demo.sphere("device-group", "list", "--product", "Thermostat")
         demo.say("Alice adds a device group for a pilot site, with crash dumps allowed")
         demo.sphere(
-            "device-group", "create", "--product", "Thermostat", "--name", "Pilot Site",
-            "--update-policy", "UpdateAll", "--allow-crash-dumps-collection",
+            "device-group",
+            "create",
+            "--product",
+            "Thermostat",
+            "--name",
+            "Pilot Site",
+            "--update-policy",
+            "UpdateAll",
+            "--allow-crash-dumps-collection",
         )
         demo.say("Alice stops all updates to Pilot Site for now")
-        demo.sphere("device-group", "update", "Thermostat/Pilot Site", "--update-policy", "NoUpdates")
+        demo.sphere(
+            "device-group", "update", "Thermostat/Pilot Site", "--update-policy", "NoUpdates"
+        )
         demo.say("Every change is in the tenant's audit log")
         demo.sphere("audit", "list")
         print(f"\nThe service is running at {url} (API: {url}/docs, {url}/openapi.json).")
-        print(f"CLI profiles are in {data_dir / 'cli'}; the service log is {data_dir / 'service.log'}.")
+        print(f"CLI profiles: {data_dir / 'cli'}; service log: {data_dir / 'service.log'}.")
         if not stay:
             return 0
         print("Press Ctrl-C to stop it.", flush=True)

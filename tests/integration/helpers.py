@@ -37,7 +37,9 @@ def member(api: Api, tenant_id: str, role: str) -> dict[str, str]:
     return api.as_(token_for(api, user, tenant_id))
 
 
-def create_product(api: Api, tenant_id: str, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+def create_product(
+    api: Api, tenant_id: str, headers: dict[str, str], **body: Any
+) -> dict[str, Any]:
     response = api.client.post(
         f"/v1/tenants/{tenant_id}/products",
         json={"name": unique("Product"), **body},

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import Api
 from helpers import assert_problem, create_tenant, member, token_for
+
+from conftest import Api
 
 
 def test_operator_creates_tenant_with_first_administrator(api: Api) -> None:
@@ -42,7 +43,9 @@ def test_rename_tenant_needs_administrator(api: Api) -> None:
     contributor = member(api, tenant["id"], "Contributor")
     admin = member(api, tenant["id"], "Administrator")
     url = f"/v1/tenants/{tenant['id']}"
-    assert_problem(api.client.patch(url, json={"name": "New"}, headers=contributor), 403, "forbidden")
+    assert_problem(
+        api.client.patch(url, json={"name": "New"}, headers=contributor), 403, "forbidden"
+    )
     assert api.client.get(url, headers=admin).json()["name"] == tenant["name"]
     response = api.client.patch(url, json={"name": "Renamed Co"}, headers=admin)
     assert response.status_code == 200, response.text
@@ -79,12 +82,16 @@ def test_role_add_change_list_remove(api: Api) -> None:
         f"{roles}/bob@example.com", json={"role": "Contributor"}, headers=alice
     )
     assert response.json()["role"] == "Contributor"
-    listed = {r["user_name"]: r["role"] for r in api.client.get(roles, headers=alice).json()["items"]}
+    listed = {
+        r["user_name"]: r["role"] for r in api.client.get(roles, headers=alice).json()["items"]
+    }
     assert listed == {"alice@example.com": "Administrator", "bob@example.com": "Contributor"}
     assert api.client.delete(f"{roles}/bob@example.com", headers=alice).status_code == 200
     listed = [r["user_name"] for r in api.client.get(roles, headers=alice).json()["items"]]
     assert listed == ["alice@example.com"]
-    assert_problem(api.client.delete(f"{roles}/bob@example.com", headers=alice), 404, "role_not_found")
+    assert_problem(
+        api.client.delete(f"{roles}/bob@example.com", headers=alice), 404, "role_not_found"
+    )
 
 
 def test_last_administrator_cannot_be_removed_or_demoted(api: Api) -> None:
@@ -106,12 +113,15 @@ def test_reader_cannot_manage_roles(api: Api) -> None:
     tenant = create_tenant(api)
     reader = member(api, tenant["id"], "Reader")
     response = api.client.put(
-        f"/v1/tenants/{tenant['id']}/roles/eve@example.com", json={"role": "Administrator"},
+        f"/v1/tenants/{tenant['id']}/roles/eve@example.com",
+        json={"role": "Administrator"},
         headers=reader,
     )
     assert_problem(response, 403, "forbidden")
-    users = [r["user_name"] for r in api.client.get(
-        f"/v1/tenants/{tenant['id']}/roles", headers=reader).json()["items"]]
+    users = [
+        r["user_name"]
+        for r in api.client.get(f"/v1/tenants/{tenant['id']}/roles", headers=reader).json()["items"]
+    ]
     assert "eve@example.com" not in users
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+from helpers import assert_problem, create_tenant, member, token_for
 from sqlalchemy import select
 
 from conftest import Api, FixedClock
-from helpers import assert_problem, create_tenant, member, token_for
 from opensphere.service.storage.db import Storage
 from opensphere.service.storage.models import ApiToken
 
@@ -29,8 +29,11 @@ def test_secret_is_shown_once_and_only_its_hash_is_stored(api: Api, storage: Sto
 
 def test_expired_token_is_refused(api: Api, clock: FixedClock) -> None:
     tenant = create_tenant(api)
-    api.client.put(f"/v1/tenants/{tenant['id']}/roles/dave@example.com", json={"role": "Reader"},
-                   headers=api.operator)
+    api.client.put(
+        f"/v1/tenants/{tenant['id']}/roles/dave@example.com",
+        json={"role": "Reader"},
+        headers=api.operator,
+    )
     token = token_for(api, "dave@example.com", tenant["id"], days=1)
     assert api.client.get("/v1/me", headers=api.as_(token)).status_code == 200
     clock.advance(dt.timedelta(days=1, seconds=1))
@@ -60,18 +63,23 @@ def test_missing_malformed_and_forged_tokens_are_refused(api: Api) -> None:
 def test_scoped_token_sees_only_its_tenant(api: Api) -> None:
     first = create_tenant(api, admin="erin@example.com")
     second = create_tenant(api)
-    api.client.put(f"/v1/tenants/{second['id']}/roles/erin@example.com",
-                   json={"role": "Administrator"}, headers=api.operator)
+    api.client.put(
+        f"/v1/tenants/{second['id']}/roles/erin@example.com",
+        json={"role": "Administrator"},
+        headers=api.operator,
+    )
     erin = api.as_(token_for(api, "erin@example.com", first["id"]))
     assert [t["id"] for t in api.client.get("/v1/tenants", headers=erin).json()["items"]] == [
         first["id"]
     ]
-    assert_problem(api.client.get(f"/v1/tenants/{second['id']}", headers=erin), 404,
-                   "tenant_not_found")
+    assert_problem(
+        api.client.get(f"/v1/tenants/{second['id']}", headers=erin), 404, "tenant_not_found"
+    )
     escalate = api.client.post("/v1/tokens", json={"name": "wider"}, headers=erin).json()
     assert escalate["tenant_id"] == first["id"]
-    other = api.client.post("/v1/tokens", json={"name": "x", "tenant_id": second["id"]},
-                            headers=erin)
+    other = api.client.post(
+        "/v1/tokens", json={"name": "x", "tenant_id": second["id"]}, headers=erin
+    )
     assert_problem(other, 403, "forbidden")
 
 
@@ -79,10 +87,12 @@ def test_administrator_issues_and_revokes_tokens_for_members_only(api: Api) -> N
     tenant = create_tenant(api, admin="alice@example.com")
     other = create_tenant(api, admin="mallory@example.com")
     alice = api.as_(token_for(api, "alice@example.com", tenant["id"]))
-    api.client.put(f"/v1/tenants/{tenant['id']}/roles/bob@example.com", json={"role": "Reader"},
-                   headers=alice)
+    api.client.put(
+        f"/v1/tenants/{tenant['id']}/roles/bob@example.com", json={"role": "Reader"}, headers=alice
+    )
     issued = api.client.post(
-        "/v1/tokens", json={"name": "bob", "user": "bob@example.com", "tenant_id": tenant["id"]},
+        "/v1/tokens",
+        json={"name": "bob", "user": "bob@example.com", "tenant_id": tenant["id"]},
         headers=alice,
     )
     assert issued.status_code == 201, issued.text
@@ -96,12 +106,18 @@ def test_administrator_issues_and_revokes_tokens_for_members_only(api: Api) -> N
     bob = api.as_(issued.json()["token"])
     listed = api.client.get(f"/v1/tenants/{tenant['id']}/tokens", headers=alice).json()["items"]
     assert issued.json()["id"] in [t["id"] for t in listed]
-    assert api.client.post(f"/v1/tokens/{issued.json()['id']}/revoke", headers=alice).status_code == 200
+    assert (
+        api.client.post(f"/v1/tokens/{issued.json()['id']}/revoke", headers=alice).status_code
+        == 200
+    )
     assert_problem(api.client.get("/v1/me", headers=bob), 401, "token_revoked")
     mallory = api.as_(token_for(api, "mallory@example.com", other["id"]))
     alice_token_id = api.client.get("/v1/me", headers=alice).json()["token_id"]
-    assert_problem(api.client.post(f"/v1/tokens/{alice_token_id}/revoke", headers=mallory), 404,
-                   "token_not_found")
+    assert_problem(
+        api.client.post(f"/v1/tokens/{alice_token_id}/revoke", headers=mallory),
+        404,
+        "token_not_found",
+    )
 
 
 def test_reader_cannot_issue_tokens_for_others(api: Api) -> None:

@@ -7,6 +7,7 @@ Usable as a library (`PostgresServer`) and from the test runner:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -95,8 +96,17 @@ class PostgresServer:
             shutil.chown(self.base_dir, "postgres", "postgres")
         self.port = _free_port()
         self._run(
-            [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "--auth=trust", "-E", "UTF8", "--no-sync"]
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
         )
         options = (
             f"-p {self.port} -k {self.base_dir} -c listen_addresses=127.0.0.1 "
@@ -104,8 +114,19 @@ class PostgresServer:
             "-c max_connections=200"
         )
         self._run(
-            [str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
-             "-l", str(self.base_dir / "server.log"), "-w", "-t", "60", "start"]
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-o",
+                options,
+                "-l",
+                str(self.base_dir / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
         )
         (self.base_dir / "url").write_text(self.url)
         return self.url
@@ -113,13 +134,18 @@ class PostgresServer:
     def stop(self) -> None:
         bin_dir = find_bin_dir()
         if bin_dir is not None and self.data_dir.exists():
-            try:
+            with contextlib.suppress(PostgresUnavailableError):
                 self._run(
-                    [str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate",
-                     "-w", "stop"]
+                    [
+                        str(bin_dir / "pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        "-m",
+                        "immediate",
+                        "-w",
+                        "stop",
+                    ]
                 )
-            except PostgresUnavailableError:
-                pass
         for _ in range(50):
             if not (self.data_dir / "postmaster.pid").exists():
                 break

@@ -17,8 +17,7 @@ Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=50, pattern=NAME_PATTERN),
     Field(
-        description="1-50 letters, digits, spaces, '.', '_' or '-'; "
-        "no leading or trailing space",
+        description="1-50 letters, digits, spaces, '.', '_' or '-'; no leading or trailing space",
         examples=["Thermostat"],
     ),
 ]
@@ -102,9 +101,7 @@ class Me(Model):
 class TokenCreate(Model):
     name: Name
     expires_in_days: int = Field(default=90, ge=1, le=730)
-    tenant_id: uuid.UUID | None = Field(
-        default=None, description="limit the token to this tenant"
-    )
+    tenant_id: uuid.UUID | None = Field(default=None, description="limit the token to this tenant")
     user: UserName | None = Field(
         default=None,
         description="issue the token for another user: the operator may for anyone, a "

@@ -108,7 +108,9 @@ def token_create(
         scope = (
             resolve_tenant(client, tenant, profile)
             if tenant_scoped or tenant
-            else Profiles.load().selected_tenant(profile) if for_user else None
+            else Profiles.load().selected_tenant(profile)
+            if for_user
+            else None
         )
         created = client.create_token(
             schemas.TokenCreate(

@@ -16,7 +16,8 @@ TenantOption = Annotated[
     typer.Option("--tenant", "-t", help="tenant name or GUID (default: the selected one)"),
 ]
 ProfileOption = Annotated[
-    str | None, typer.Option("--profile", help="sign-in profile to use", envvar="OPENSPHERE_PROFILE")
+    str | None,
+    typer.Option("--profile", help="sign-in profile to use", envvar="OPENSPHERE_PROFILE"),
 ]
 
 

@@ -21,7 +21,9 @@ from opensphere.cli.output import OutputFormat, OutputOption, emit
 PRODUCT_COLUMNS = ("id", "name", "description")
 GROUP_COLUMNS = ("id", "name", "os_feed", "update_policy", "allow_crash_dumps", "description")
 
-product_app = typer.Typer(help="Products: create, list, show, update, delete.", no_args_is_help=True)
+product_app = typer.Typer(
+    help="Products: create, list, show, update, delete.", no_args_is_help=True
+)
 group_app = typer.Typer(
     help="Device groups: create, list, show, update, delete.", no_args_is_help=True
 )
@@ -30,9 +32,7 @@ ProductArgument = Annotated[str, typer.Argument(help="product name or GUID")]
 GroupArgument = Annotated[
     str, typer.Argument(help="device group GUID, 'Product/Group', or a name with --product")
 ]
-ProductOption = Annotated[
-    str | None, typer.Option("--product", "-p", help="product name or GUID")
-]
+ProductOption = Annotated[str | None, typer.Option("--product", "-p", help="product name or GUID")]
 
 
 @product_app.command("create")
@@ -64,11 +64,15 @@ def product_create(
 
 @product_app.command("list")
 def product_list(
-    tenant: TenantOption = None, profile: ProfileOption = None, output: OutputOption = OutputFormat.TABLE
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """The tenant's products."""
     with signed_in_client(profile) as client:
-        emit(list(client.products(resolve_tenant(client, tenant, profile))), output, PRODUCT_COLUMNS)
+        emit(
+            list(client.products(resolve_tenant(client, tenant, profile))), output, PRODUCT_COLUMNS
+        )
 
 
 @product_app.command("show")
@@ -135,7 +139,9 @@ def product_create_defaults(
     """Add whichever of the five default device groups the product lacks."""
     with signed_in_client(profile) as client:
         tenant_id = resolve_tenant(client, tenant, profile)
-        groups = client.create_default_groups(tenant_id, resolve_product(client, tenant_id, product))
+        groups = client.create_default_groups(
+            tenant_id, resolve_product(client, tenant_id, product)
+        )
     emit(groups, output, GROUP_COLUMNS)
 
 

@@ -33,7 +33,9 @@ def server(
     from opensphere.service.settings import ServiceSettings
     from opensphere.service.storage.db import Storage
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = ServiceSettings.from_options(data_dir, database_url)
     prepare_storage(settings)
     app = create_app(storage=Storage.connect(settings.database_url))

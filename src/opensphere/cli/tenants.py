@@ -68,7 +68,9 @@ def tenant_select(
 
 @tenant_app.command("show")
 def tenant_show(
-    tenant: TenantOption = None, profile: ProfileOption = None, output: OutputOption = OutputFormat.TABLE
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Show a tenant (the selected one by default)."""
     with signed_in_client(profile) as client:
@@ -110,7 +112,9 @@ def role_add(
 
 @role_app.command("list")
 def role_list(
-    tenant: TenantOption = None, profile: ProfileOption = None, output: OutputOption = OutputFormat.TABLE
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Users and their roles in the tenant."""
     with signed_in_client(profile) as client:
@@ -137,7 +141,9 @@ def audit_list(
     service: Annotated[
         bool, typer.Option("--service", help="changes outside tenants (operator)")
     ] = False,
-    action: Annotated[str | None, typer.Option(help="only this action, e.g. product.create")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="only this action, e.g. product.create")
+    ] = None,
     since: Annotated[dt.datetime | None, typer.Option(help="only events from this time")] = None,
     until: Annotated[dt.datetime | None, typer.Option(help="only events before this time")] = None,
     max_items: Annotated[int, typer.Option("--max", help="at most this many events")] = 100,

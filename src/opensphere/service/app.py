@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from opensphere.api.schemas import Problem
 from opensphere.service import audit, products, tenants, tokens
 from opensphere.service.clock import Clock, SystemClock
 from opensphere.service.problems import install_problem_handlers
@@ -21,6 +22,17 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": description}
+    for status, description in (
+        (400, "The request cannot be carried out as asked"),
+        (401, "No valid API token"),
+        (403, "Your role does not allow this"),
+        (404, "No such object, or not in a tenant you may see"),
+        (409, "Clashes with the current state"),
+        (422, "The request is malformed"),
+    )
+}
 
 
 class RequestIdMiddleware:
@@ -66,7 +78,7 @@ def create_app(*, storage: Storage, clock: Clock | None = None) -> FastAPI:
     app.state.clock = clock or SystemClock()
     install_problem_handlers(app)
     for module in (tenants, tokens, audit, products):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=PROBLEM_RESPONSES)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

@@ -32,7 +32,7 @@ def _audit_out(event: AuditEvent) -> schemas.AuditEvent:
 
 def _page(
     context: Context,
-    query: Select[tuple[AuditEvent]],
+    query: Select[AuditEvent],
     *,
     limit: int,
     continuation_token: str | None,
@@ -99,5 +99,3 @@ def list_service_audit(
         since=since,
         until=until,
     )
-
-

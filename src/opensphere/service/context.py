@@ -134,4 +134,6 @@ class RequestContext:
                 session.add(self._audit_row(intent, result="failure", error_code=error_code))
                 session.commit()
         except Exception:
-            log.exception("could not audit a refused %s (request %s)", intent.action, self.request_id)
+            log.exception(
+                "could not audit a refused %s (request %s)", intent.action, self.request_id
+            )

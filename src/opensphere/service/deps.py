@@ -25,9 +25,7 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def db_session(request: Request) -> Iterator[Session]:
     storage = request.app.state.storage
-    session = (
-        storage.read_session() if request.method in _READ_METHODS else storage.write_session()
-    )
+    session = storage.read_session() if request.method in _READ_METHODS else storage.write_session()
     try:
         yield session
     finally:

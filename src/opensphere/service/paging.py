@@ -45,7 +45,11 @@ def decode_continuation(token: str | None) -> uuid.UUID | None:
 
 
 def make_page(
-    rows: Sequence[RowT], limit: int, *, key: Callable[[RowT], uuid.UUID], out: Callable[[RowT], ItemT]
+    rows: Sequence[RowT],
+    limit: int,
+    *,
+    key: Callable[[RowT], uuid.UUID],
+    out: Callable[[RowT], ItemT],
 ) -> Page[ItemT]:
     """Turn `limit + 1` fetched rows into a page, with a token when there is more."""
     more = len(rows) > limit

@@ -46,9 +46,7 @@ DEFAULT_GROUPS = (
         OsFeed.RETAIL,
         UpdatePolicy.NO_3RD_PARTY_APP_UPDATES,
     ),
-    DefaultGroup(
-        "Field Test", "Default test device group", OsFeed.RETAIL, UpdatePolicy.UPDATE_ALL
-    ),
+    DefaultGroup("Field Test", "Default test device group", OsFeed.RETAIL, UpdatePolicy.UPDATE_ALL),
     DefaultGroup(
         "Production", "Default production device group", OsFeed.RETAIL, UpdatePolicy.UPDATE_ALL
     ),
@@ -97,7 +95,9 @@ def _check_product_name_free(
     context: Context, tenant_id: uuid.UUID, name: str, except_id: uuid.UUID | None = None
 ) -> None:
     existing = context.session.scalar(
-        select(Product.id).where(Product.tenant_id == tenant_id, Product.name_key == name.casefold())
+        select(Product.id).where(
+            Product.tenant_id == tenant_id, Product.name_key == name.casefold()
+        )
     )
     if existing is not None and existing != except_id:
         raise ConflictError(
@@ -223,9 +223,7 @@ def update_product(
 
 
 @router.delete("/products/{product_id}")
-def delete_product(
-    tenant_id: TenantId, product_id: ProductId, context: Context
-) -> schemas.Product:
+def delete_product(tenant_id: TenantId, product_id: ProductId, context: Context) -> schemas.Product:
     """Delete a product and its device groups (Administrator)."""
     with context.change(
         "product.delete",

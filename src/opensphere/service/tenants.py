@@ -45,9 +45,7 @@ def _check_name_free(context: Context, name: str, *, except_id: uuid.UUID | None
 @router.post("/tenants", status_code=201)
 def create_tenant(body: schemas.TenantCreate, context: Context) -> schemas.Tenant:
     """Create a tenant (operator only), optionally naming its first Administrator."""
-    with context.change(
-        "tenant.create", target_type="tenant", operator=True
-    ) as change:
+    with context.change("tenant.create", target_type="tenant", operator=True) as change:
         _check_name_free(context, body.name)
         tenant = Tenant(
             name=body.name,
@@ -150,21 +148,22 @@ def list_roles(
     )
     if after is not None:
         query = query.where(RoleAssignment.user_id > after)
-    rows = (
-        context.session.execute(query.order_by(RoleAssignment.user_id).limit(limit + 1)).all()
-    )
+    rows = context.session.execute(query.order_by(RoleAssignment.user_id).limit(limit + 1)).all()
     return make_page(rows, limit, key=lambda row: row[1].id, out=lambda row: _assignment_out(*row))
 
 
 def _administrator_count(context: Context, tenant_id: uuid.UUID) -> int:
-    return context.session.scalar(
-        select(func.count())
-        .select_from(RoleAssignment)
-        .where(
-            RoleAssignment.tenant_id == tenant_id,
-            RoleAssignment.role == Role.ADMINISTRATOR.value,
+    return (
+        context.session.scalar(
+            select(func.count())
+            .select_from(RoleAssignment)
+            .where(
+                RoleAssignment.tenant_id == tenant_id,
+                RoleAssignment.role == Role.ADMINISTRATOR.value,
+            )
         )
-    ) or 0
+        or 0
+    )
 
 
 def _refuse_last_administrator(context: Context, assignment: RoleAssignment) -> None:
