@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 
 from opensphere.cli import account, products, server, tenants
 from opensphere.cli.errors import CliError
@@ -34,5 +36,15 @@ def main() -> None:
     try:
         app()
     except (CliError, ClientError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(str(exc))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        _fail(f"the request is not valid: {problems}")
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(1)

@@ -63,7 +63,7 @@ def emit(
     else:
         table = Table(title=title, title_justify="left")
         for column in columns:
-            table.add_column(column.replace("_", " ").title())
+            table.add_column(column.replace("_", " ").title(), overflow="fold")
         for row in rows:
             table.add_row(*(_cell(getattr(row, c)) for c in columns))
     console.print(table)

@@ -49,7 +49,7 @@ class RequestIdMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                if _REQUEST_ID_RE.match(candidate):
+                if _REQUEST_ID_RE.fullmatch(candidate):
                     request_id = candidate
                 break
         request_id = request_id or uuid.uuid4().hex

@@ -46,7 +46,7 @@ class PresentedToken:
 
 
 def parse_token(raw: str) -> PresentedToken:
-    match = _TOKEN_RE.match(raw)
+    match = _TOKEN_RE.fullmatch(raw)
     if match is None:
         raise AuthenticationError(
             "the API token is malformed: expected 'osk_<id>_<secret>' as issued by "
