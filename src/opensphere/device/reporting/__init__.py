@@ -1,0 +1,1 @@
+"""Failure reporting on the device: a persistent, bounded, aggregating event queue."""

@@ -1,0 +1,216 @@
+"""The device's error-event queue: survives reboots and power cuts, bounded, aggregating.
+
+Occurrences of the same event (category, component, image, outcome) within one
+window are one record with a count, like the original's Event Count. A record
+handed to the uploader is *sealed*: later occurrences start a new record, so a
+retry of a batch carries exactly the same events and ids, and the service stores
+them once. Records leave the queue only when the service said it stored them.
+
+The queue is a small JSON file replaced atomically (write, fsync, rename, fsync
+the folder) on every change: a power cut leaves the old or the new state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opensphere.formats.error_events import PLANNED, EventCategory, WireEvent
+
+STATE_VERSION = 1
+DEFAULT_CAPACITY = 500
+DEFAULT_WINDOW_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One thing that happened, before aggregation."""
+
+    category: EventCategory
+    component_id: uuid.UUID | None = None
+    image_id: uuid.UUID | None = None
+    exit_status: int | None = None
+    signal_status: int | None = None
+    signal_code: int | None = None
+    detail: str = ""
+
+    def key(self) -> tuple[Any, ...]:
+        return (
+            self.category,
+            self.component_id,
+            self.image_id,
+            self.exit_status,
+            self.signal_status,
+            self.signal_code,
+            self.detail,
+        )
+
+
+@dataclass(slots=True)
+class _Record:
+    event: WireEvent
+    window: int
+    sealed: bool = False
+
+    def occurrence_key(self) -> tuple[Any, ...]:
+        e = self.event
+        return (
+            e.category,
+            e.component_id,
+            e.image_id,
+            e.exit_status,
+            e.signal_status,
+            e.signal_code,
+            e.detail,
+        )
+
+
+@dataclass(slots=True)
+class _State:
+    records: list[_Record] = field(default_factory=list)
+    dropped: int = 0
+
+
+class EventQueue:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        window_seconds: int = DEFAULT_WINDOW_SECONDS,
+    ) -> None:
+        if capacity < 2:
+            raise ValueError("the queue needs room for at least two records")
+        self.path = path
+        self.capacity = capacity
+        self.window_seconds = window_seconds
+        self._state = _load(path)
+
+    def __len__(self) -> int:
+        return len(self._state.records)
+
+    @property
+    def dropped(self) -> int:
+        """Occurrences lost to the size bound and not yet reported to the service."""
+        return self._state.dropped
+
+    def pending(self) -> list[WireEvent]:
+        return [record.event for record in self._state.records]
+
+    def record(self, occurrence: Occurrence, *, now: int) -> None:
+        window = now // self.window_seconds
+        for record in reversed(self._state.records):
+            if (
+                not record.sealed
+                and record.window == window
+                and record.occurrence_key() == occurrence.key()
+            ):
+                record.event = record.event.model_copy(
+                    update={"count": min(record.event.count + 1, 1_000_000), "last_seen": now}
+                )
+                self._save()
+                return
+        if len(self._state.records) >= self.capacity:
+            self._drop_one()
+        event = WireEvent(
+            id=uuid.uuid4(),
+            category=occurrence.category,
+            component_id=occurrence.component_id,
+            image_id=occurrence.image_id,
+            exit_status=occurrence.exit_status,
+            signal_status=occurrence.signal_status,
+            signal_code=occurrence.signal_code,
+            detail=occurrence.detail[:256],
+            count=1,
+            first_seen=now,
+            last_seen=now,
+        )
+        self._state.records.append(_Record(event=event, window=window))
+        self._save()
+
+    def next_batch(self, max_events: int) -> tuple[list[WireEvent], int]:
+        """The oldest events (sealed from now on) and the drop count to report with them."""
+        batch = self._state.records[:max_events]
+        changed = False
+        for record in batch:
+            if not record.sealed:
+                record.sealed = True
+                changed = True
+        if changed:
+            self._save()
+        return [record.event for record in batch], self._state.dropped
+
+    def acknowledge(self, stored: Iterable[uuid.UUID], *, dropped_reported: int) -> None:
+        """Forget what the service confirmed it stored (or already had)."""
+        done = set(stored)
+        self._state.records = [r for r in self._state.records if r.event.id not in done]
+        self._state.dropped = max(0, self._state.dropped - dropped_reported)
+        self._save()
+
+    def _drop_one(self) -> None:
+        """Make room: the oldest planned (update) event goes first, else the oldest event."""
+        records = self._state.records
+        victim = next(
+            (i for i, r in enumerate(records) if not r.sealed and r.event.category in PLANNED),
+            None,
+        )
+        if victim is None:
+            victim = next((i for i, r in enumerate(records) if not r.sealed), 0)
+        self._state.dropped += records[victim].event.count
+        del records[victim]
+
+    def _save(self) -> None:
+        data = {
+            "version": STATE_VERSION,
+            "dropped": self._state.dropped,
+            "records": [
+                {"event": r.event.model_dump(mode="json"), "window": r.window, "sealed": r.sealed}
+                for r in self._state.records
+            ],
+        }
+        _write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _load(path: Path) -> _State:
+    """The saved queue; a damaged file is set aside (never silently reused) and counted."""
+    try:
+        raw = json.loads(path.read_bytes())
+        if raw.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown queue version {raw.get('version')!r}")
+        return _State(
+            records=[
+                _Record(
+                    event=WireEvent.model_validate(item["event"]),
+                    window=int(item["window"]),
+                    sealed=bool(item["sealed"]),
+                )
+                for item in raw["records"]
+            ],
+            dropped=int(raw["dropped"]),
+        )
+    except FileNotFoundError:
+        return _State()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        os.replace(path, path.with_name(path.name + ".damaged"))
+        return _State(dropped=1)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
