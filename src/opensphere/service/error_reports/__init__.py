@@ -1,0 +1,1 @@
+"""Failure reporting in the service: ingest, problems, reports, crash dumps, retention."""
