@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from opensphere.service.app import create_app
 from opensphere.service.bootstrap import ensure_operator
+from opensphere.service.keystore import FileKeyStore
 from opensphere.service.storage.db import Storage, sqlite_url
 from opensphere.service.storage.migrate import upgrade_schema
 from opensphere.service.storage.models import Base
@@ -127,7 +128,7 @@ class Api:
 def api(storage: Storage, clock: FixedClock, tmp_path: Path) -> Iterator[Api]:
     token_file = tmp_path / "operator-token"
     ensure_operator(storage, token_file, now=clock.now())
-    app = create_app(storage=storage, clock=clock)
+    app = create_app(storage=storage, keys=FileKeyStore(tmp_path / "keys"), clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client=client, operator_token=token_file.read_text().strip())
 

@@ -86,6 +86,30 @@ class Client:
             return response.json() if response.content else None
         raise _api_error(response)
 
+    def raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request whose successful answer is returned as is (bytes, non-JSON bodies)."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(
+                method, path, json=json, content=content, params=clean, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise ServiceUnreachableError(
+                f"cannot reach the service at {self.base_url}: {exc}"
+            ) from exc
+        if response.is_success:
+            return response
+        raise _api_error(response)
+
     def _get(self, model: type[ModelT], path: str, **params: Any) -> ModelT:
         return model.model_validate(self.request("GET", path, params=params))
 
@@ -248,6 +272,135 @@ class Client:
         return self._send(
             schemas.DeviceGroup, "DELETE", f"/v1/tenants/{tenant_id}/device-groups/{group_id}"
         )
+
+    # --- manufacturer CAs, OS releases (operator) ------------------------------------
+
+    def register_manufacturer_ca(self, name: str, certificate_pem: str) -> schemas.ManufacturerCa:
+        body = schemas.ManufacturerCaCreate(name=name, certificate=certificate_pem)
+        return self._send(
+            schemas.ManufacturerCa, "POST", "/v1/manufacturer-cas", body.model_dump(mode="json")
+        )
+
+    def manufacturer_cas(self) -> Iterator[schemas.ManufacturerCa]:
+        return self.iterate(schemas.ManufacturerCa, "/v1/manufacturer-cas")
+
+    def delete_manufacturer_ca(self, ca_id: uuid.UUID) -> schemas.ManufacturerCa:
+        return self._send(schemas.ManufacturerCa, "DELETE", f"/v1/manufacturer-cas/{ca_id}")
+
+    def register_os_release(self, body: schemas.OsReleaseCreate) -> schemas.OsRelease:
+        return self._send(
+            schemas.OsRelease, "POST", "/v1/os-releases", body.model_dump(mode="json")
+        )
+
+    def os_releases(self) -> Iterator[schemas.OsRelease]:
+        return self.iterate(schemas.OsRelease, "/v1/os-releases")
+
+    def set_minimum_security_versions(
+        self, minimums: dict[str, int]
+    ) -> schemas.SecurityVersionMinimums:
+        return self._send(
+            schemas.SecurityVersionMinimums,
+            "PUT",
+            "/v1/minimum-security-versions",
+            {"minimums": minimums},
+        )
+
+    # --- devices --------------------------------------------------------------------
+
+    def claim_devices(
+        self,
+        tenant_id: uuid.UUID,
+        claims: list[schemas.DeviceClaim],
+        device_group_id: uuid.UUID | None = None,
+    ) -> list[schemas.Device]:
+        body = schemas.DeviceClaimRequest(devices=claims, device_group_id=device_group_id)
+        answer = self.request(
+            "POST", f"/v1/tenants/{tenant_id}/devices/claim", json=body.model_dump(mode="json")
+        )
+        return [schemas.Device.model_validate(item) for item in answer]
+
+    def devices(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        device_group_id: uuid.UUID | None = None,
+        enabled: bool | None = None,
+    ) -> Iterator[schemas.Device]:
+        return self.iterate(
+            schemas.Device,
+            f"/v1/tenants/{tenant_id}/devices",
+            device_group_id=device_group_id,
+            enabled=enabled,
+        )
+
+    def device(self, tenant_id: uuid.UUID, device_id: str) -> schemas.Device:
+        return self._get(schemas.Device, f"/v1/tenants/{tenant_id}/devices/{device_id}")
+
+    def update_device(
+        self, tenant_id: uuid.UUID, device_id: str, body: schemas.DeviceUpdate
+    ) -> schemas.Device:
+        return self._send(
+            schemas.Device,
+            "PATCH",
+            f"/v1/tenants/{tenant_id}/devices/{device_id}",
+            body.model_dump(mode="json", exclude_none=True),
+        )
+
+    # --- tenant CA certificates -----------------------------------------------------
+
+    def ca_certificates(self, tenant_id: uuid.UUID) -> Iterator[schemas.CaCertificate]:
+        return self.iterate(schemas.CaCertificate, f"/v1/tenants/{tenant_id}/ca-certificates")
+
+    def download_ca_certificate(
+        self, tenant_id: uuid.UUID, ca_id: uuid.UUID, output: schemas.CertificateFormat
+    ) -> bytes:
+        path = f"/v1/tenants/{tenant_id}/ca-certificates/{ca_id}/certificate"
+        return self.raw("GET", path, params={"format": output.value}).content
+
+    def download_ca_chain(
+        self, tenant_id: uuid.UUID, ca_id: uuid.UUID, output: schemas.CertificateFormat
+    ) -> bytes:
+        path = f"/v1/tenants/{tenant_id}/ca-certificates/{ca_id}/chain"
+        return self.raw("GET", path, params={"format": output.value}).content
+
+    def download_proof(
+        self,
+        tenant_id: uuid.UUID,
+        ca_id: uuid.UUID,
+        verification_code: str,
+        output: schemas.CertificateFormat,
+    ) -> bytes:
+        path = f"/v1/tenants/{tenant_id}/ca-certificates/{ca_id}/proof"
+        body = schemas.ProofRequest(verification_code=verification_code)
+        return self.raw(
+            "POST", path, json=body.model_dump(mode="json"), params={"format": output.value}
+        ).content
+
+    # --- device endpoints (no user token: the device proves itself) -----------------
+
+    def attestation_challenge(self, device_id: str) -> schemas.Challenge:
+        body = schemas.ChallengeRequest(device_id=device_id)
+        return self._send(
+            schemas.Challenge,
+            "POST",
+            "/v1/device/attestation/challenge",
+            body.model_dump(mode="json"),
+        )
+
+    def submit_evidence(self, evidence: bytes) -> schemas.AttestationGrant:
+        response = self.raw(
+            "POST",
+            "/v1/device/attestation/evidence",
+            content=evidence,
+            headers={"Content-Type": "application/eat+cwt"},
+        )
+        return schemas.AttestationGrant.model_validate_json(response.content)
+
+    def device_self(self, credential: str) -> schemas.DeviceIdentity:
+        response = self.raw(
+            "GET", "/v1/device/me", headers={"Authorization": f"Device {credential}"}
+        )
+        return schemas.DeviceIdentity.model_validate_json(response.content)
 
 
 def _api_error(response: httpx.Response) -> ApiError:

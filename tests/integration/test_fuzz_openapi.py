@@ -19,6 +19,8 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from conftest import Api
 
 EXAMPLES = int(os.environ.get("OPENSPHERE_FUZZ_EXAMPLES", "40"))
+# Evidence is a binary COSE body: fuzz it with arbitrary bytes.
+schemathesis.serializer.alias("application/eat+cwt", "application/octet-stream")
 
 
 def test_no_operation_answers_500(api: Api) -> None:

@@ -228,3 +228,185 @@ class DeviceGroup(Model):
     allow_crash_dumps: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+# --- manufacturer CAs, devices, claims ---------------------------------------------------
+
+DEVICE_ID_PATTERN = r"^[0-9a-f]{128}$"
+COMPONENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$"
+
+DeviceIdText = Annotated[
+    str,
+    StringConstraints(min_length=128, max_length=128, pattern=DEVICE_ID_PATTERN),
+    Field(description="128 lowercase hex characters: the identity public key's X‖Y"),
+]
+Pem = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=8192),
+    Field(description="one X.509 certificate, PEM"),
+]
+
+
+class ManufacturerCaCreate(Model):
+    name: Name
+    certificate: Pem
+
+
+class ManufacturerCa(Model):
+    id: uuid.UUID
+    name: str
+    thumbprint: str = Field(description="SHA-256 of the certificate's DER, hex")
+    subject: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    created_at: dt.datetime
+
+
+class DeviceClaim(Model):
+    """Proof that the device itself asks to join the tenant, and that it is genuine."""
+
+    claim_statement: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[A-Za-z0-9_-]+={0,2}$",
+        description="the device-signed claim statement (COSE_Sign1), base64url",
+    )
+    idevid: Pem = Field(description="the device's manufacturer identity certificate, PEM")
+
+
+class DeviceClaimRequest(Model):
+    """Claim one or many devices in one call: all of them, or none if any is refused."""
+
+    devices: list[DeviceClaim] = Field(min_length=1, max_length=1000)
+    device_group_id: uuid.UUID | None = Field(
+        default=None, description="put the claimed devices in this device group"
+    )
+
+
+class AttestationResult(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class Device(Model):
+    device_id: str
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID | None
+    device_group_id: uuid.UUID | None
+    enabled: bool
+    manufacturer_ca_thumbprint: str
+    claimed_at: dt.datetime
+    updated_at: dt.datetime
+    last_attestation_at: dt.datetime | None
+    last_attestation_result: AttestationResult | None
+    last_attestation_code: str | None = Field(description="why the last attestation failed")
+    os_version: str | None
+    certificate_expires_at: dt.datetime | None
+
+
+class DeviceUpdate(Model):
+    device_group_id: uuid.UUID | None = Field(default=None, description="move to this group")
+    enabled: bool | None = Field(
+        default=None, description="a disabled device gets no certificate and no device service"
+    )
+
+
+# --- OS reference values -----------------------------------------------------------------
+
+
+class ReferenceMeasurement(Model):
+    stage: str = Field(pattern=COMPONENT_PATTERN, description="boot stage, e.g. security-monitor")
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256, lowercase hex")
+
+
+class OsReleaseCreate(Model):
+    version: str = Field(pattern=VERSION_PATTERN, examples=["26.01"])
+    description: Description = ""
+    measurements: list[ReferenceMeasurement] = Field(min_length=1, max_length=64)
+
+
+class OsRelease(Model):
+    id: uuid.UUID
+    version: str
+    description: str
+    measurements: list[ReferenceMeasurement]
+    created_at: dt.datetime
+
+
+ComponentName = Annotated[str, StringConstraints(pattern=COMPONENT_PATTERN)]
+
+
+class SecurityVersionMinimums(Model):
+    """The lowest security version accepted per component; a device below one is refused."""
+
+    minimums: dict[ComponentName, Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(max_length=64)
+
+
+# --- attestation -------------------------------------------------------------------------
+
+
+class ChallengeRequest(Model):
+    device_id: DeviceIdText
+
+
+class Challenge(Model):
+    nonce: str = Field(description="single-use nonce to put in the evidence, base64url")
+    expires_at: dt.datetime
+
+
+class AttestationGrant(Model):
+    """What a device gets for passing attestation."""
+
+    device_id: str
+    certificate: str = Field(description="device certificate, PEM, CN = device ID, 24 h")
+    chain: list[str] = Field(description="issuing tenant CA, then the service root, PEM")
+    certificate_expires_at: dt.datetime
+    credential: str = Field(description="send as 'Authorization: Device <credential>'")
+    credential_expires_at: dt.datetime
+
+
+class DeviceIdentity(Model):
+    """A device's own view of itself, through its credential."""
+
+    device_id: str
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID | None
+    device_group_id: uuid.UUID | None
+    credential_expires_at: dt.datetime
+
+
+# --- tenant CA certificates --------------------------------------------------------------
+
+
+class CaCertificateStatus(StrEnum):
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+    EXPIRED = "Expired"
+    REVOKED = "Revoked"
+
+
+class CaCertificate(Model):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    generation: int
+    subject: str
+    thumbprint: str = Field(description="SHA-256 of the certificate's DER, hex")
+    status: CaCertificateStatus
+    not_before: dt.datetime
+    not_after: dt.datetime
+    active_from: dt.datetime
+    revoked_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class CertificateFormat(StrEnum):
+    PEM = "pem"
+    DER = "der"
+
+
+class ProofRequest(Model):
+    verification_code: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the code the relying party asks to see as the proof certificate's CN",
+    )

@@ -8,7 +8,16 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from opensphere.cli import account, products, server, tenants
+from opensphere.cli import (
+    account,
+    ca,
+    device_emulator,
+    devices,
+    manufacturer,
+    products,
+    server,
+    tenants,
+)
 from opensphere.cli.errors import CliError
 from opensphere.cli.output import err_console
 from opensphere.client import ClientError
@@ -30,6 +39,10 @@ app.add_typer(account.token_app, name="token")
 app.add_typer(products.product_app, name="product")
 app.add_typer(products.group_app, name="device-group")
 app.add_typer(tenants.audit_app, name="audit")
+app.add_typer(manufacturer.manufacturer_app, name="manufacturer")
+app.add_typer(devices.device_app, name="device")
+app.add_typer(ca.ca_app, name="ca-certificate")
+app.add_typer(device_emulator.device_emulator_app, name="device-emulator")
 
 
 def main() -> None:

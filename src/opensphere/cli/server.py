@@ -24,12 +24,20 @@ def server(
             help="postgresql://… to scale out (default: SQLite in the data folder)",
         ),
     ] = None,
+    key_passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OPENSPHERE_KEY_PASSPHRASE_FILE",
+            help="file holding the passphrase that encrypts the CA keys in DATA_DIR/keys",
+        ),
+    ] = None,
 ) -> None:
     """Run the security service."""
     import uvicorn  # the service's imports are heavy; other commands don't pay for them
 
     from opensphere.service.app import create_app
     from opensphere.service.bootstrap import prepare_storage
+    from opensphere.service.keystore import FileKeyStore
     from opensphere.service.settings import ServiceSettings
     from opensphere.service.storage.db import Storage
 
@@ -38,5 +46,13 @@ def server(
     )
     settings = ServiceSettings.from_options(data_dir, database_url)
     prepare_storage(settings)
-    app = create_app(storage=Storage.connect(settings.database_url))
+    passphrase = None
+    if key_passphrase_file is not None:
+        passphrase = key_passphrase_file.read_bytes().strip()
+    else:
+        logging.getLogger("opensphere").warning(
+            "CA keys in %s are not encrypted: pass --key-passphrase-file", settings.key_folder
+        )
+    keys = FileKeyStore(settings.key_folder, passphrase=passphrase)
+    app = create_app(storage=Storage.connect(settings.database_url), keys=keys)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -10,8 +10,21 @@ from typing import Any
 from fastapi import FastAPI
 
 from opensphere.api.schemas import Problem
-from opensphere.service import audit, products, tenants, tokens
+from opensphere.service import (
+    attestation,
+    audit,
+    device_auth,
+    devices,
+    manufacturers,
+    os_releases,
+    products,
+    tenants,
+    tokens,
+)
+from opensphere.service.ca import routes as ca_routes
+from opensphere.service.ca.authority import CertificateAuthority
 from opensphere.service.clock import Clock, SystemClock
+from opensphere.service.keystore import KeyStore
 from opensphere.service.problems import install_problem_handlers
 from opensphere.service.storage.db import Storage
 
@@ -65,19 +78,34 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app(*, storage: Storage, clock: Clock | None = None) -> FastAPI:
+def create_app(*, storage: Storage, keys: KeyStore, clock: Clock | None = None) -> FastAPI:
     app = FastAPI(
         title="OpenSphere security service",
         version="1",
-        description="Tenants, roles, audit, products and device groups of an OpenSphere fleet.",
+        description="Tenants, roles, audit, products, device groups, devices, attestation and "
+        "certificates of an OpenSphere fleet.",
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
     )
     app.state.storage = storage
     app.state.clock = clock or SystemClock()
+    app.state.ca = CertificateAuthority(storage=storage, keys=keys)
+    app.state.credential_key = keys.load_or_create(device_auth.CREDENTIAL_KEY_ID)
+    app.state.credential_public_key = app.state.credential_key.public_key()
     install_problem_handlers(app)
-    for module in (tenants, tokens, audit, products):
+    for module in (
+        tenants,
+        tokens,
+        audit,
+        products,
+        manufacturers,
+        devices,
+        os_releases,
+        ca_routes,
+        attestation,
+        device_auth,
+    ):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
 
     @app.get("/healthz", tags=["service"])

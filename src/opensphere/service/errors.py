@@ -5,14 +5,19 @@ HTTP status codes are chosen at the boundary (`problems.py`), not here.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ServiceError(Exception):
     default_code = "service_error"
 
-    def __init__(self, detail: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, code: str | None = None, errors: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.code = code or self.default_code
+        self.errors = errors
 
 
 class AuthenticationError(ServiceError):
@@ -43,3 +48,13 @@ class InvalidRequestError(ServiceError):
     """The request is well-formed JSON but asks for something that cannot be done."""
 
     default_code = "invalid_request"
+
+
+class DeviceRefusedError(ServiceError):
+    """A device endpoint refused the device; the same answer whatever the reason.
+
+    The reason goes to the service log under the request id: telling an attacker which
+    check failed would help them.
+    """
+
+    default_code = "device_refused"

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from opensphere.service.errors import (
     AuthenticationError,
     ConflictError,
+    DeviceRefusedError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -30,6 +31,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     AuthenticationError: 401,
     PermissionDeniedError: 403,
+    DeviceRefusedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
     InvalidRequestError: 400,
@@ -72,8 +74,14 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     if context is not None:
         await run_in_threadpool(context.record_failure, request.app.state.storage, exc.code)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+    extra = {} if exc.errors is None else {"errors": exc.errors}
     return problem_response(
-        request, status=_status_for(exc), code=exc.code, detail=exc.detail, headers=headers
+        request,
+        status=_status_for(exc),
+        code=exc.code,
+        detail=exc.detail,
+        headers=headers,
+        **extra,
     )
 
 

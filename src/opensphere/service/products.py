@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.orm import Session
 
 from opensphere.api import schemas
 from opensphere.api.schemas import NAME_PATTERN, OsFeed, Role, UpdatePolicy
 from opensphere.service.deps import Context
 from opensphere.service.errors import ConflictError, NotFoundError
 from opensphere.service.paging import DEFAULT_LIMIT, decode_continuation, make_page
-from opensphere.service.storage.models import DeviceGroup, Product
+from opensphere.service.storage.models import Device, DeviceGroup, Product
 from opensphere.service.tenants import Continuation, Limit, TenantId
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["products"])
@@ -82,13 +83,26 @@ def _get_product(context: Context, tenant_id: uuid.UUID, product_id: uuid.UUID) 
     return product
 
 
-def _get_group(context: Context, tenant_id: uuid.UUID, group_id: uuid.UUID) -> DeviceGroup:
-    group = context.session.get(DeviceGroup, group_id)
+def get_device_group(session: Session, tenant_id: uuid.UUID, group_id: uuid.UUID) -> DeviceGroup:
+    group = session.get(DeviceGroup, group_id)
     if group is None or group.tenant_id != tenant_id:
         raise NotFoundError(
             f"there is no device group {group_id} in this tenant", code="device_group_not_found"
         )
     return group
+
+
+def _get_group(context: Context, tenant_id: uuid.UUID, group_id: uuid.UUID) -> DeviceGroup:
+    return get_device_group(context.session, tenant_id, group_id)
+
+
+def _refuse_if_devices(context: Context, where: ColumnElement[bool], what: str) -> None:
+    """Devices must be moved first: deleting their group would leave them nowhere."""
+    if context.session.scalar(select(Device.id).where(where).limit(1)) is not None:
+        raise ConflictError(
+            f"the {what} still has devices; move them to another device group first",
+            code="has_devices",
+        )
 
 
 def _check_product_name_free(
@@ -233,6 +247,7 @@ def delete_product(tenant_id: TenantId, product_id: ProductId, context: Context)
         target_id=str(product_id),
     ) as change:
         product = _get_product(context, tenant_id, product_id)
+        _refuse_if_devices(context, Device.product_id == product.id, "product")
         result = _product_out(product)
         context.session.execute(delete(DeviceGroup).where(DeviceGroup.product_id == product.id))
         context.session.delete(product)
@@ -361,6 +376,7 @@ def delete_device_group(
         target_id=str(device_group_id),
     ) as change:
         group = _get_group(context, tenant_id, device_group_id)
+        _refuse_if_devices(context, Device.device_group_id == group.id, "device group")
         result = _group_out(group)
         context.session.delete(group)
         change.details = {"name": group.name, "product_id": str(group.product_id)}

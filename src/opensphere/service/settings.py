@@ -24,5 +24,9 @@ class ServiceSettings:
         return self.data_dir / "operator-token"
 
     @property
+    def key_folder(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
     def is_embedded(self) -> bool:
         return self.database_url.startswith("sqlite")

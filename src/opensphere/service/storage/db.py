@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -78,6 +78,14 @@ class Storage:
         session = self.sessions()
         session.connection(execution_options={_WRITE_OPTION: True})
         return session
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[Connection]:
+        """A Core connection in a write transaction, for hot paths that skip the ORM."""
+        with self.engine.connect() as connection:
+            connection.execution_options(**{_WRITE_OPTION: True})
+            with connection.begin():
+                yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

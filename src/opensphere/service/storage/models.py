@@ -6,7 +6,17 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from opensphere.service.storage.types import UTCDateTime, new_id
@@ -122,3 +132,117 @@ class DeviceGroup(Base):
     allow_crash_dumps: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[timestamp]
     updated_at: Mapped[timestamp]
+
+
+class ManufacturerCa(Base):
+    """A manufacturer CA the operator trusts: devices whose IDevID chains to it are genuine."""
+
+    __tablename__ = "manufacturer_cas"
+
+    id: Mapped[uuid_pk]
+    name: Mapped[name_str]
+    name_key: Mapped[name_key_str] = mapped_column(unique=True)
+    thumbprint: Mapped[str] = mapped_column(String(64), unique=True)
+    subject: Mapped[str] = mapped_column(String(512))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[timestamp]
+    not_after: Mapped[timestamp]
+    created_at: Mapped[timestamp]
+
+
+class Device(Base):
+    """A claimed device. A row exists only once claimed, and claiming is permanent."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        Index("ix_devices_tenant_id", "tenant_id", "id"),
+        Index("ix_devices_device_group_id", "device_group_id", "id"),
+    )
+
+    id: Mapped[uuid_pk]
+    device_id: Mapped[str] = mapped_column(String(128), unique=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    product_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("products.id"))
+    device_group_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("device_groups.id"))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    manufacturer_ca_thumbprint: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[timestamp]
+    updated_at: Mapped[timestamp]
+    last_attestation_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_attestation_result: Mapped[str | None] = mapped_column(String(16))
+    last_attestation_code: Mapped[str | None] = mapped_column(String(64))
+    os_version: Mapped[str | None] = mapped_column(String(64))
+    certificate_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class AttestationNonce(Base):
+    """A single-use challenge, bound to one device; deleted when used or swept when expired."""
+
+    __tablename__ = "attestation_nonces"
+    __table_args__ = (Index("ix_attestation_nonces_expires_at", "expires_at"),)
+
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[timestamp]
+
+
+class OsRelease(Base):
+    """Known-good reference values of one OS version, registered by the operator."""
+
+    __tablename__ = "os_releases"
+
+    id: Mapped[uuid_pk]
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[description_str]
+    measurements: Mapped[list[list[str]]] = mapped_column(JSON)
+    created_at: Mapped[timestamp]
+
+
+class SecurityVersionMinimum(Base):
+    """The lowest security version of a component the service still accepts (anti-downgrade)."""
+
+    __tablename__ = "security_version_minimums"
+
+    component: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minimum: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[timestamp]
+
+
+class ServiceCa(Base):
+    """The service root CA that every tenant CA chains to; one row, its key in the key store."""
+
+    __tablename__ = "service_cas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[timestamp]
+
+
+class TenantCa(Base):
+    """One generation of a tenant's CA; generation N+1 is the rotation successor of N.
+
+    Its key has two certificates: `certificate_pem`, signed by the service root (the chain
+    devices present), and `anchor_pem`, self-signed with the same name and key, which a
+    relying party trusts to accept this tenant's devices and no other tenant's.
+    """
+
+    __tablename__ = "tenant_cas"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "generation", name="uq_tenant_cas_generation"),
+        Index("ix_tenant_cas_tenant_id", "tenant_id", "id"),
+    )
+
+    id: Mapped[uuid_pk]
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    generation: Mapped[int] = mapped_column(Integer)
+    key_id: Mapped[str] = mapped_column(String(64))
+    thumbprint: Mapped[str] = mapped_column(String(64), unique=True)
+    subject: Mapped[str] = mapped_column(String(512))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    anchor_pem: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[timestamp]
+    not_after: Mapped[timestamp]
+    active_from: Mapped[timestamp]
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[timestamp]

@@ -1,0 +1,251 @@
+"""Attestation throughput: the in-process cost floor against full attestations over HTTP.
+
+(a) floor: verify one evidence and build and sign one device certificate, on one core,
+    with the same functions the service calls;
+(b) full attestations per second (challenge + evidence + storage) against a real
+    `sphere server` (uvicorn, SQLite in a temp folder) pinned to one core, with the load
+    generator (which also signs the devices' evidence) pinned to the other.
+
+Prints both and, as its last line, the ratio b/a. Run: .venv/bin/python bench/attestation.py
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from opensphere.api import schemas
+from opensphere.client import Client
+from opensphere.device.agent import stand_in_reference
+from opensphere.factory import create_manufacturer_ca, issue_idevid
+from opensphere.formats.claim import ClaimStatement, encode_claim_statement
+from opensphere.formats.device_id import DeviceId, device_id_from_public_key
+from opensphere.formats.evidence import (
+    EvidenceClaims,
+    ManufacturingState,
+    Measurement,
+    SecurityState,
+    encode_evidence,
+    replay_register,
+)
+from opensphere.formats.signatures import raw_signature_from_der
+from opensphere.service.appraisal import verify_device_evidence
+from opensphere.service.ca.core import (
+    IssuingCa,
+    build_root_ca,
+    build_tenant_ca,
+    issue_device_certificate,
+    plan_rotation,
+    to_pem,
+)
+
+SERVER_CORE = 0
+CLIENT_CORE = 1
+DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
+DEVICES = 32
+CONNECTIONS = 4
+SPHERE = str(Path(sys.executable).with_name("sphere"))
+MEASUREMENTS = tuple(
+    Measurement(m.stage, bytes.fromhex(m.digest)) for m in stand_in_reference().measurements
+)
+
+
+class BenchDevice:
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.device_id: DeviceId = device_id_from_public_key(self.key.public_key())
+        self.client_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        return raw_signature_from_der(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
+
+    def evidence(self, nonce: bytes) -> bytes:
+        claims = EvidenceClaims(
+            device_id=self.device_id,
+            nonce=nonce,
+            measurements=MEASUREMENTS,
+            boot_register=replay_register(MEASUREMENTS),
+            os_version=stand_in_reference().version,
+            security_state=SecurityState.SECURE,
+            manufacturing_state=ManufacturingState.DEVICE_COMPLETE,
+            security_versions={"os": 1},
+            issued_at=int(time.time()),
+            confirmation_key=self.client_key,
+        )
+        return encode_evidence(claims, self.sign)
+
+
+def floor_per_second() -> float:
+    """(a): verify evidence + issue a certificate, as many times as fit in DURATION / 2."""
+    now = dt.datetime.now(dt.UTC)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = IssuingCa.of(root_key, build_root_ca(root_key, now=now))
+    key = ec.generate_private_key(ec.SECP256R1())
+    plan = plan_rotation([], now)
+    assert plan is not None
+    issuer = IssuingCa.of(
+        key, build_tenant_ca(key.public_key(), root=root, tenant_id=uuid.uuid4(), plan=plan)
+    )
+    device = BenchDevice()
+    samples = [device.evidence(os.urandom(32)) for _ in range(500)]
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < DURATION / 2:
+        claims = verify_device_evidence(samples[done % len(samples)], now=int(time.time()))
+        assert claims.confirmation_key is not None
+        to_pem(
+            issue_device_certificate(
+                claims.device_id, claims.confirmation_key, issuer=issuer, now=now
+            )
+        )
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def _start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            str(SERVER_CORE),
+            SPHERE,
+            "server",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit("the service did not start")
+        time.sleep(0.1)
+
+
+def _enrol(url: str, token: str, devices: list[BenchDevice]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_cert = create_manufacturer_ca("Bench CA", now=now, validity_days=30)
+    with Client(url, token) as client:
+        client.register_manufacturer_ca(
+            "Bench", ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+        )
+        client.register_os_release(stand_in_reference())
+        tenant = client.create_tenant(f"Bench {uuid.uuid4().hex[:6]}")
+        claims = []
+        for device in devices:
+            idevid = issue_idevid(
+                ca_key, ca_cert, device.key.public_key(), device.device_id, now=now
+            )
+            statement = ClaimStatement(device.device_id, tenant.id, int(time.time()))
+            claims.append(
+                schemas.DeviceClaim(
+                    claim_statement=base64.urlsafe_b64encode(
+                        encode_claim_statement(statement, device.sign)
+                    ).decode(),
+                    idevid=idevid.public_bytes(serialization.Encoding.PEM).decode(),
+                )
+            )
+        client.claim_devices(tenant.id, claims)
+
+
+def _attest_loop(port: int, devices: list[BenchDevice], stop: float, counts: list[int]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    done = 0
+    index = 0
+    while time.perf_counter() < stop:
+        device = devices[index % len(devices)]
+        index += 1
+        connection.request(
+            "POST",
+            "/v1/device/attestation/challenge",
+            body=json.dumps({"device_id": device.device_id}),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = connection.getresponse()
+        body = answer.read()
+        if answer.status != 200:
+            raise SystemExit(f"challenge failed: {answer.status} {body[:200]!r}")
+        nonce_text = json.loads(body)["nonce"]
+        nonce = base64.urlsafe_b64decode(nonce_text + "=" * (-len(nonce_text) % 4))
+        connection.request(
+            "POST",
+            "/v1/device/attestation/evidence",
+            body=device.evidence(nonce),
+            headers={"Content-Type": "application/eat+cwt"},
+        )
+        answer = connection.getresponse()
+        body = answer.read()
+        if answer.status != 200:
+            raise SystemExit(f"evidence failed: {answer.status} {body[:200]!r}")
+        done += 1
+    counts.append(done)
+
+
+def http_per_second() -> float:
+    """(b): full attestations per second against a real server on its own core."""
+    with tempfile.TemporaryDirectory(prefix="opensphere-bench-") as folder:
+        data_dir = Path(folder) / "data"
+        port = 18000 + os.getpid() % 10000
+        server = _start_server(data_dir, port)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            devices = [BenchDevice() for _ in range(DEVICES)]
+            _enrol(url, (data_dir / "operator-token").read_text().strip(), devices)
+            warm = time.perf_counter() + 1.0
+            _attest_loop(port, devices, warm, [])
+            counts: list[int] = []
+            started = time.perf_counter()
+            stop = started + DURATION / 2
+            threads = [
+                threading.Thread(
+                    target=_attest_loop, args=(port, devices[i::CONNECTIONS], stop, counts)
+                )
+                for i in range(CONNECTIONS)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return sum(counts) / (time.perf_counter() - started)
+        finally:
+            server.terminate()
+            server.wait(timeout=15)
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")
+    os.sched_setaffinity(0, {SERVER_CORE})
+    floor = floor_per_second()
+    print(f"(a) in-process floor, one core: {floor:8.0f} verify+certificate per s")
+    os.sched_setaffinity(0, {CLIENT_CORE})
+    full = http_per_second()
+    print(f"(b) over HTTP, server on one core: {full:8.0f} attestations per s")
+    print(f"ratio b/a = {full / floor:.2f}")
+
+
+if __name__ == "__main__":
+    main()

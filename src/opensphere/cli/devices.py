@@ -1,0 +1,192 @@
+"""`sphere device …`: manufacture emulated devices, claim them, list, show, update."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography.hazmat.primitives import serialization
+
+from opensphere.api import schemas
+from opensphere.cli.common import (
+    ProfileOption,
+    TenantOption,
+    resolve_device_group,
+    resolve_tenant,
+    signed_in_client,
+)
+from opensphere.cli.errors import CliError
+from opensphere.cli.manufacturer import CA_CERT_FILE, CA_KEY_FILE
+from opensphere.cli.output import OutputFormat, OutputOption, console, emit
+from opensphere.factory import (
+    ManufacturingError,
+    load_idevid,
+    load_manufacturer_ca,
+    manufacture_device,
+)
+from opensphere.formats.claim import ClaimStatement, encode_claim_statement
+from opensphere.rot import EmulatedRootOfTrust, EmulatedRootOfTrustWarning, RootOfTrustError
+
+COLUMNS = (
+    "device_id",
+    "device_group_id",
+    "enabled",
+    "last_attestation_result",
+    "last_attestation_at",
+)
+
+device_app = typer.Typer(
+    help="Devices: manufacture (emulated), claim, list, show, update.", no_args_is_help=True
+)
+DeviceArgument = Annotated[str, typer.Argument(help="the device ID (128 hex characters)")]
+GroupOption = Annotated[
+    str | None,
+    typer.Option("--device-group", "-g", help="device group GUID or 'Product/Group'"),
+]
+
+
+def _device_folders(paths: list[Path]) -> list[Path]:
+    """Device folders as given, or the device folders inside a folder of them."""
+    folders: list[Path] = []
+    for path in paths:
+        if (path / "rot").is_dir():
+            folders.append(path)
+        else:
+            inside = (
+                sorted(p for p in path.iterdir() if (p / "rot").is_dir()) if path.is_dir() else []
+            )
+            if not inside:
+                raise CliError(f"{path} is not a device folder and holds none")
+            folders.extend(inside)
+    return folders
+
+
+@device_app.command("manufacture")
+def device_manufacture(
+    out: Annotated[Path, typer.Option("--out", help="folder to put the new device folders in")],
+    ca: Annotated[
+        Path, typer.Option("--ca", help="folder of 'sphere manufacturer ca create'")
+    ] = Path("manufacturer-ca"),
+    count: Annotated[int, typer.Option("--count", "-n", min=1, max=10000)] = 1,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Manufacture emulated devices: identity key in the root of trust, and an IDevID."""
+    try:
+        key, certificate = load_manufacturer_ca(
+            key_path=ca / CA_KEY_FILE, cert_path=ca / CA_CERT_FILE
+        )
+    except ManufacturingError as exc:
+        raise CliError(str(exc)) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    made: list[dict[str, str]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmulatedRootOfTrustWarning)
+        for _ in range(count):
+            staging = out / f".new-{uuid.uuid4().hex}"
+            device_id = manufacture_device(staging, key, certificate, now=dt.datetime.now(dt.UTC))
+            folder = out / device_id[:16]
+            staging.rename(folder)
+            made.append({"device_id": device_id, "folder": str(folder)})
+    if output == OutputFormat.JSON:
+        typer.echo(json.dumps(made, indent=2))
+        return
+    for item in made:
+        console.print(f"{item['folder']}  {item['device_id']}", highlight=False)
+    console.print(f"{len(made)} emulated device(s) manufactured (emulated root of trust)")
+
+
+def _claim_for(folder: Path, tenant_id: uuid.UUID) -> schemas.DeviceClaim:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmulatedRootOfTrustWarning)
+            rot = EmulatedRootOfTrust.open(folder)
+        idevid = load_idevid(folder).public_bytes(serialization.Encoding.PEM).decode()
+    except (RootOfTrustError, OSError, ValueError) as exc:
+        raise CliError(f"{folder}: {exc}") from exc
+    statement = ClaimStatement(
+        device_id=rot.device_id, tenant_id=tenant_id, issued_at=int(time.time())
+    )
+    signed = encode_claim_statement(statement, rot.sign)
+    return schemas.DeviceClaim(
+        claim_statement=base64.urlsafe_b64encode(signed).decode(), idevid=idevid
+    )
+
+
+@device_app.command("claim")
+def device_claim(
+    folders: Annotated[
+        list[Path], typer.Argument(help="device folders, or folders holding device folders")
+    ],
+    device_group: GroupOption = None,
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Claim devices into the tenant (permanent), in one call: each device signs its consent."""
+    with signed_in_client(profile) as client:
+        tenant_id = resolve_tenant(client, tenant, profile)
+        group_id = resolve_device_group(client, tenant_id, device_group) if device_group else None
+        claims = [_claim_for(folder, tenant_id) for folder in _device_folders(folders)]
+        emit(client.claim_devices(tenant_id, claims, group_id), output, COLUMNS)
+
+
+@device_app.command("list")
+def device_list(
+    device_group: GroupOption = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enabled/--disabled", help="only enabled or disabled ones")
+    ] = None,
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """The tenant's devices."""
+    with signed_in_client(profile) as client:
+        tenant_id = resolve_tenant(client, tenant, profile)
+        group_id = resolve_device_group(client, tenant_id, device_group) if device_group else None
+        emit(
+            list(client.devices(tenant_id, device_group_id=group_id, enabled=enabled)),
+            output,
+            COLUMNS,
+        )
+
+
+@device_app.command("show")
+def device_show(
+    device_id: DeviceArgument,
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """A device, with its last attestation's time and result."""
+    with signed_in_client(profile) as client:
+        emit(client.device(resolve_tenant(client, tenant, profile), device_id), output, COLUMNS)
+
+
+@device_app.command("update")
+def device_update(
+    device_id: DeviceArgument,
+    device_group: GroupOption = None,
+    enabled: Annotated[
+        bool | None,
+        typer.Option("--enable/--disable", help="a disabled device gets no certificate"),
+    ] = None,
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Move a device to a device group, or enable or disable it (Contributor)."""
+    if device_group is None and enabled is None:
+        raise CliError("nothing to change: give --device-group, --enable or --disable")
+    with signed_in_client(profile) as client:
+        tenant_id = resolve_tenant(client, tenant, profile)
+        group_id = resolve_device_group(client, tenant_id, device_group) if device_group else None
+        body = schemas.DeviceUpdate(device_group_id=group_id, enabled=enabled)
+        emit(client.update_device(tenant_id, device_id, body), output, COLUMNS)

@@ -1,0 +1,121 @@
+"""Known-good OS reference values and minimum security versions, registered by the operator.
+
+Attestation compares a device's measurements with the release its evidence names, and
+its security versions with the minimums: the operator retires a vulnerable OS by deleting
+its release or by raising a component's minimum.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from sqlalchemy import delete, select
+
+from opensphere.api import schemas
+from opensphere.service.deps import Context
+from opensphere.service.errors import ConflictError, NotFoundError
+from opensphere.service.paging import DEFAULT_LIMIT, decode_continuation, make_page
+from opensphere.service.storage.models import OsRelease, SecurityVersionMinimum
+from opensphere.service.tenants import Continuation, Limit
+
+router = APIRouter(prefix="/v1", tags=["os-releases"])
+
+OsReleaseId = Annotated[uuid.UUID, Path(description="the OS release's GUID")]
+
+
+def _out(row: OsRelease) -> schemas.OsRelease:
+    return schemas.OsRelease(
+        id=row.id,
+        version=row.version,
+        description=row.description,
+        measurements=[
+            schemas.ReferenceMeasurement(stage=stage, digest=digest)
+            for stage, digest in row.measurements
+        ],
+        created_at=row.created_at,
+    )
+
+
+@router.post("/os-releases", status_code=201)
+def register_os_release(body: schemas.OsReleaseCreate, context: Context) -> schemas.OsRelease:
+    """Register an OS version's known-good measurements (operator only)."""
+    with context.change("os_release.register", target_type="os_release", operator=True) as change:
+        stages = [m.stage for m in body.measurements]
+        if len(set(stages)) != len(stages):
+            raise ConflictError("each stage may appear once", code="duplicate_stage")
+        if context.session.scalar(select(OsRelease.id).where(OsRelease.version == body.version)):
+            raise ConflictError(
+                f"OS version {body.version!r} is already registered", code="name_conflict"
+            )
+        row = OsRelease(
+            version=body.version,
+            description=body.description,
+            measurements=[[m.stage, m.digest] for m in body.measurements],
+            created_at=context.now,
+        )
+        context.session.add(row)
+        context.session.flush()
+        change.target_id = str(row.id)
+        change.details = {"version": body.version, "stages": stages}
+    return _out(row)
+
+
+@router.get("/os-releases")
+def list_os_releases(
+    context: Context, limit: Limit = DEFAULT_LIMIT, continuation_token: Continuation = None
+) -> schemas.Page[schemas.OsRelease]:
+    """The OS versions devices may run (any signed-in user)."""
+    after = decode_continuation(continuation_token)
+    query = select(OsRelease)
+    if after is not None:
+        query = query.where(OsRelease.id > after)
+    rows = context.session.scalars(query.order_by(OsRelease.id).limit(limit + 1)).all()
+    return make_page(rows, limit, key=lambda row: row.id, out=_out)
+
+
+@router.delete("/os-releases/{os_release_id}")
+def delete_os_release(os_release_id: OsReleaseId, context: Context) -> schemas.OsRelease:
+    """Stop accepting an OS version: its devices fail their next attestation (operator only)."""
+    with context.change(
+        "os_release.delete",
+        target_type="os_release",
+        operator=True,
+        target_id=str(os_release_id),
+    ) as change:
+        row = context.session.get(OsRelease, os_release_id)
+        if row is None:
+            raise NotFoundError(
+                f"there is no OS release {os_release_id}", code="os_release_not_found"
+            )
+        result = _out(row)
+        context.session.delete(row)
+        change.details = {"version": row.version}
+    return result
+
+
+@router.get("/minimum-security-versions")
+def show_minimum_security_versions(context: Context) -> schemas.SecurityVersionMinimums:
+    """The lowest security version accepted per component (any signed-in user)."""
+    rows = context.session.scalars(
+        select(SecurityVersionMinimum).order_by(SecurityVersionMinimum.component)
+    ).all()
+    return schemas.SecurityVersionMinimums(minimums={row.component: row.minimum for row in rows})
+
+
+@router.put("/minimum-security-versions")
+def set_minimum_security_versions(
+    body: schemas.SecurityVersionMinimums, context: Context
+) -> schemas.SecurityVersionMinimums:
+    """Replace the minimums (operator only). Lowering one lets older software back in."""
+    with context.change(
+        "minimum_security_versions.set", target_type="security_policy", operator=True
+    ) as change:
+        context.session.execute(delete(SecurityVersionMinimum))
+        context.session.add_all(
+            SecurityVersionMinimum(component=component, minimum=minimum, updated_at=context.now)
+            for component, minimum in body.minimums.items()
+        )
+        change.details = {"minimums": dict(body.minimums)}
+    return body
