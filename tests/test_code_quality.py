@@ -52,6 +52,7 @@ def test_dependencies_point_one_way() -> None:
     forbidden = {
         "formats": ("service", "device", "cli", "client"),
         "rot": ("service", "device", "cli", "client"),
+        "updates": ("service", "device", "cli"),
         "device": ("service",),
         "service": ("device", "cli"),
     }
