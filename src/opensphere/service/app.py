@@ -91,6 +91,8 @@ def create_app(*, storage: Storage, keys: KeyStore, clock: Clock | None = None) 
     app.state.storage = storage
     app.state.clock = clock or SystemClock()
     app.state.ca = CertificateAuthority(storage=storage, keys=keys)
+    app.state.references = attestation.ReferenceCache()
+    app.state.nonce_sweeper = attestation.NonceSweeper()
     app.state.credential_key = keys.load_or_create(device_auth.CREDENTIAL_KEY_ID)
     app.state.credential_public_key = app.state.credential_key.public_key()
     install_problem_handlers(app)

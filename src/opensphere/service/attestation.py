@@ -23,7 +23,7 @@ from typing import Any, NoReturn, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, LargeBinary, Table, delete, insert, literal, select, update
 
 from opensphere.api import schemas
 from opensphere.formats.device_id import parse_device_id, public_key_from_device_id
@@ -46,6 +46,7 @@ from opensphere.service.storage.models import (
     OsRelease,
     SecurityVersionMinimum,
 )
+from opensphere.service.storage.types import UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,55 @@ def _json(model: schemas.Model) -> Response:
     return Response(model.__pydantic_serializer__.to_json(model), media_type="application/json")
 
 
+class ReferenceCache:
+    """OS reference values and minimum versions, read from the database at most every few seconds.
+
+    They change when the operator publishes or withdraws a release, rarely; every
+    attestation reads them. This process forgets them at once when it changes them;
+    other processes see a change within `ttl`.
+    """
+
+    def __init__(self, ttl: dt.timedelta = dt.timedelta(seconds=5)) -> None:
+        self.ttl = ttl
+        self._loaded_at: dt.datetime | None = None
+        self._releases: dict[str, ReferenceValues] = {}
+        self._minimums: dict[str, int] = {}
+
+    def invalidate(self) -> None:
+        self._loaded_at = None
+
+    def get(
+        self, storage: Storage, version: str, now: dt.datetime
+    ) -> tuple[ReferenceValues | None, dict[str, int]]:
+        if self._loaded_at is None or not (self._loaded_at <= now < self._loaded_at + self.ttl):
+            with storage.engine.connect() as connection:
+                self._releases = {
+                    row.version: ReferenceValues.from_stored(row.version, row.measurements)
+                    for row in connection.execute(
+                        select(_RELEASES.c.version, _RELEASES.c.measurements)
+                    )
+                }
+                self._minimums = dict(
+                    connection.execute(select(_MINIMUMS.c.component, _MINIMUMS.c.minimum)).all()
+                )
+            self._loaded_at = now
+        return self._releases.get(version), self._minimums
+
+
+class NonceSweeper:
+    """Deletes expired nonces now and then, not on every challenge."""
+
+    def __init__(self, every: dt.timedelta = dt.timedelta(seconds=30)) -> None:
+        self.every = every
+        self._next: dt.datetime | None = None
+
+    def due(self, now: dt.datetime) -> bool:
+        if self._next is not None and now < self._next:
+            return False
+        self._next = now + self.every
+        return True
+
+
 @router.post(
     "/challenge",
     response_model=schemas.Challenge,
@@ -126,23 +176,32 @@ async def challenge(request: Request) -> Response:
         raise InvalidRequestError(
             'send {"device_id": "<128 lowercase hex characters>"}', code="invalid_request"
         ) from exc
-    now: dt.datetime = request.app.state.clock.now()
-    storage: Storage = request.app.state.storage
+    state = request.app.state
+    now: dt.datetime = state.clock.now()
+    storage: Storage = state.storage
     nonce = secrets.token_bytes(NONCE_SIZE)
     expires_at = now + NONCE_TTL
     with storage.write_transaction() as connection:
-        enabled = connection.execute(
-            select(_DEVICES.c.enabled).where(_DEVICES.c.device_id == device_id)
-        ).scalar()
-        if enabled:
+        if state.nonce_sweeper.due(now):
             connection.execute(delete(_NONCES).where(_NONCES.c.expires_at < now))
-            connection.execute(
-                insert(_NONCES).values(nonce=nonce, device_id=device_id, expires_at=expires_at)
+        tenant_id = connection.execute(
+            insert(_NONCES)
+            .from_select(
+                ["nonce", "device_id", "tenant_id", "expires_at"],
+                select(
+                    literal(nonce, LargeBinary()),
+                    _DEVICES.c.device_id,
+                    _DEVICES.c.tenant_id,
+                    literal(expires_at, UTCDateTime()),
+                ).where(_DEVICES.c.device_id == device_id, _DEVICES.c.enabled.is_(True)),
             )
-    if not enabled:
-        reason = "the device is not claimed" if enabled is None else "the device is disabled"
-        code = "unclaimed_device" if enabled is None else "device_disabled"
-        _refuse(request, device_id, code, reason)
+            .returning(_NONCES.c.tenant_id)
+        ).scalar()
+    if tenant_id is None:
+        _refuse_challenge(request, storage, device_id)
+    authority: CertificateAuthority = state.ca
+    if authority.cached_issuer(tenant_id, now=now) is None:
+        authority.current_issuer(tenant_id, now=now, request_id=request.state.request_id)
     return _json(
         schemas.Challenge(
             nonce=base64.urlsafe_b64encode(nonce).rstrip(b"=").decode(), expires_at=expires_at
@@ -150,11 +209,22 @@ async def challenge(request: Request) -> Response:
     )
 
 
-def _consume_nonce(connection: Connection, claims: EvidenceClaims, now: dt.datetime) -> None:
+def _refuse_challenge(request: Request, storage: Storage, device_id: str) -> NoReturn:
+    with storage.engine.connect() as connection:
+        enabled = connection.execute(
+            select(_DEVICES.c.enabled).where(_DEVICES.c.device_id == device_id)
+        ).scalar()
+    if enabled is None:
+        _refuse(request, device_id, "unclaimed_device", "the device is not claimed")
+    _refuse(request, device_id, "device_disabled", "the device is disabled")
+
+
+def _consume_nonce(connection: Connection, claims: EvidenceClaims, now: dt.datetime) -> Any:
+    """The tenant the nonce was issued for; `_Refusal` if it is unknown, foreign or stale."""
     row = connection.execute(
         delete(_NONCES)
         .where(_NONCES.c.nonce == claims.nonce)
-        .returning(_NONCES.c.device_id, _NONCES.c.expires_at)
+        .returning(_NONCES.c.device_id, _NONCES.c.tenant_id, _NONCES.c.expires_at)
     ).first()
     if row is None:
         raise _Refusal("unknown_nonce", "the nonce was never issued or is already used")
@@ -164,29 +234,7 @@ def _consume_nonce(connection: Connection, claims: EvidenceClaims, now: dt.datet
         )
     if row.expires_at <= now:
         raise _Refusal("expired_nonce", f"the nonce expired at {row.expires_at.isoformat()}")
-
-
-def _appraise(connection: Connection, claims: EvidenceClaims) -> Any:
-    """The device's tenant if its evidence is good; `_Refusal` otherwise."""
-    device = connection.execute(
-        select(_DEVICES.c.tenant_id, _DEVICES.c.enabled).where(
-            _DEVICES.c.device_id == claims.device_id
-        )
-    ).first()
-    if device is None:
-        raise _Refusal("unclaimed_device", "the device is not claimed")
-    if not device.enabled:
-        raise _Refusal("device_disabled", "the device is disabled", record=True)
-    stored = connection.execute(
-        select(_RELEASES.c.measurements).where(_RELEASES.c.version == claims.os_version)
-    ).scalar()
-    release = None if stored is None else ReferenceValues.from_stored(claims.os_version, stored)
-    minimums = dict(connection.execute(select(_MINIMUMS.c.component, _MINIMUMS.c.minimum)).all())
-    try:
-        appraise(claims, release=release, minimums=minimums)
-    except AppraisalError as exc:
-        raise _Refusal(exc.code, exc.detail, record=True) from exc
-    return device.tenant_id
+    return row.tenant_id
 
 
 def _record(
@@ -197,6 +245,7 @@ def _record(
     code: str | None,
     certificate_expires_at: dt.datetime | None = None,
 ) -> int:
+    """Store the verdict; a pass is stored only on a device that is (still) enabled."""
     values: dict[str, Any] = {
         "last_attestation_at": now,
         "last_attestation_result": (
@@ -213,9 +262,12 @@ def _record(
 
 
 def _grant(
-    request: Request, claims: EvidenceClaims, tenant_id: Any, issuer: CurrentIssuer
-) -> tuple[schemas.AttestationGrant, dt.datetime]:
-    now: dt.datetime = request.app.state.clock.now()
+    request: Request,
+    claims: EvidenceClaims,
+    tenant_id: Any,
+    issuer: CurrentIssuer,
+    now: dt.datetime,
+) -> schemas.AttestationGrant:
     public_key = claims.confirmation_key
     if public_key is None:
         public_key = public_key_from_device_id(claims.device_id)
@@ -224,7 +276,7 @@ def _grant(
     )
     expires_at = certificate.not_valid_after_utc
     credential_expires_at = min(now + CREDENTIAL_LIFETIME, expires_at)
-    grant = schemas.AttestationGrant(
+    return schemas.AttestationGrant(
         device_id=claims.device_id,
         certificate=to_pem(certificate),
         chain=list(issuer.chain),
@@ -237,7 +289,16 @@ def _grant(
         ),
         credential_expires_at=credential_expires_at,
     )
-    return grant, expires_at
+
+
+def _appraisal_code(claims: EvidenceClaims, references: tuple[Any, dict[str, int]]) -> str | None:
+    release, minimums = references
+    try:
+        appraise(claims, release=release, minimums=minimums)
+    except AppraisalError as exc:
+        log.info("appraisal of device %s…: %s: %s", claims.device_id[:16], exc.code, exc.detail)
+        return exc.code
+    return None
 
 
 @router.post(
@@ -251,47 +312,55 @@ def _grant(
     },
 )
 async def evidence(request: Request) -> Response:
-    """Appraise signed evidence (EAT in COSE_Sign1) and answer a 24-hour device certificate."""
+    """Appraise signed evidence (EAT in COSE_Sign1) and answer a 24-hour device certificate.
+
+    One write transaction: use up the nonce, record the verdict and, when the tenant's
+    CA is at hand (the challenge warmed it), sign the certificate.
+    """
     body = await _read_body(request, MAX_EVIDENCE_SIZE)
     if body is None:
         _refuse(request, None, "oversized_evidence", f"evidence over {MAX_EVIDENCE_SIZE} bytes")
-    now: dt.datetime = request.app.state.clock.now()
+    state = request.app.state
+    now: dt.datetime = state.clock.now()
     try:
         claims = verify_device_evidence(body, now=int(now.timestamp()))
     except FormatError as exc:
         _refuse(request, None, "invalid_evidence", str(exc))
-    storage: Storage = request.app.state.storage
-    authority: CertificateAuthority = request.app.state.ca
+    storage: Storage = state.storage
+    authority: CertificateAuthority = state.ca
+    verdict = _appraisal_code(claims, state.references.get(storage, claims.os_version, now))
     refusal: _Refusal | None = None
     grant: schemas.AttestationGrant | None = None
     tenant_id: Any = None
     with storage.write_transaction() as connection:
         try:
-            _consume_nonce(connection, claims, now)
-            tenant_id = _appraise(connection, claims)
-        except _Refusal as exc:
-            refusal = exc
-            if exc.record:
-                _record(connection, claims, now, code=exc.code)
-        else:
+            tenant_id = _consume_nonce(connection, claims, now)
+            if verdict is not None:
+                _record(connection, claims, now, code=verdict)
+                raise _Refusal(verdict, "the evidence does not match the registered references")
             issuer = authority.cached_issuer(tenant_id, now=now)
             if issuer is not None:
-                grant, expires_at = _grant(request, claims, tenant_id, issuer)
-                _record(connection, claims, now, code=None, certificate_expires_at=expires_at)
+                grant = _grant(request, claims, tenant_id, issuer, now)
+            expires_at = None if grant is None else grant.certificate_expires_at
+            if not _record(connection, claims, now, code=None, certificate_expires_at=expires_at):
+                _record(connection, claims, now, code="device_disabled")
+                raise _Refusal("device_disabled", "the device is disabled or was never claimed")
+        except _Refusal as exc:
+            refusal = exc
+            grant = None
     if refusal is not None:
         _refuse(request, claims.device_id, refusal.code, refusal.detail)
     if grant is None:
         issuer = authority.current_issuer(tenant_id, now=now, request_id=request.state.request_id)
-        grant, expires_at = _grant(request, claims, tenant_id, issuer)
+        grant = _grant(request, claims, tenant_id, issuer, now)
         with storage.write_transaction() as connection:
             recorded = _record(
-                connection, claims, now, code=None, certificate_expires_at=expires_at
+                connection,
+                claims,
+                now,
+                code=None,
+                certificate_expires_at=grant.certificate_expires_at,
             )
         if not recorded:
             _refuse(request, claims.device_id, "device_disabled", "disabled meanwhile")
-    log.debug(
-        "device %s… attested; certificate until %s",
-        claims.device_id[:16],
-        grant.certificate_expires_at,
-    )
     return _json(grant)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from sqlalchemy import delete, select
 
 from opensphere.api import schemas
@@ -39,7 +39,9 @@ def _out(row: OsRelease) -> schemas.OsRelease:
 
 
 @router.post("/os-releases", status_code=201)
-def register_os_release(body: schemas.OsReleaseCreate, context: Context) -> schemas.OsRelease:
+def register_os_release(
+    body: schemas.OsReleaseCreate, context: Context, request: Request
+) -> schemas.OsRelease:
     """Register an OS version's known-good measurements (operator only)."""
     with context.change("os_release.register", target_type="os_release", operator=True) as change:
         stages = [m.stage for m in body.measurements]
@@ -59,6 +61,7 @@ def register_os_release(body: schemas.OsReleaseCreate, context: Context) -> sche
         context.session.flush()
         change.target_id = str(row.id)
         change.details = {"version": body.version, "stages": stages}
+    request.app.state.references.invalidate()
     return _out(row)
 
 
@@ -76,7 +79,9 @@ def list_os_releases(
 
 
 @router.delete("/os-releases/{os_release_id}")
-def delete_os_release(os_release_id: OsReleaseId, context: Context) -> schemas.OsRelease:
+def delete_os_release(
+    os_release_id: OsReleaseId, context: Context, request: Request
+) -> schemas.OsRelease:
     """Stop accepting an OS version: its devices fail their next attestation (operator only)."""
     with context.change(
         "os_release.delete",
@@ -92,6 +97,7 @@ def delete_os_release(os_release_id: OsReleaseId, context: Context) -> schemas.O
         result = _out(row)
         context.session.delete(row)
         change.details = {"version": row.version}
+    request.app.state.references.invalidate()
     return result
 
 
@@ -106,7 +112,7 @@ def show_minimum_security_versions(context: Context) -> schemas.SecurityVersionM
 
 @router.put("/minimum-security-versions")
 def set_minimum_security_versions(
-    body: schemas.SecurityVersionMinimums, context: Context
+    body: schemas.SecurityVersionMinimums, context: Context, request: Request
 ) -> schemas.SecurityVersionMinimums:
     """Replace the minimums (operator only). Lowering one lets older software back in."""
     with context.change(
@@ -118,4 +124,5 @@ def set_minimum_security_versions(
             for component, minimum in body.minimums.items()
         )
         change.details = {"minimums": dict(body.minimums)}
+    request.app.state.references.invalidate()
     return body

@@ -183,6 +183,7 @@ class AttestationNonce(Base):
 
     nonce: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(128))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     expires_at: Mapped[timestamp]
 
 

@@ -23,11 +23,13 @@ def upgrade() -> None:
         "attestation_nonces",
         sa.Column("nonce", sa.LargeBinary(length=32), nullable=False),
         sa.Column("device_id", sa.String(length=128), nullable=False),
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column(
             "expires_at",
             opensphere.service.storage.types.UTCDateTime(timezone=True),
             nullable=False,
         ),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"]),
         sa.PrimaryKeyConstraint("nonce"),
     )
     with op.batch_alter_table("attestation_nonces", schema=None) as batch_op:
