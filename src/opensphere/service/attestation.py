@@ -23,7 +23,8 @@ from typing import Any, NoReturn, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import Connection, LargeBinary, Table, delete, insert, literal, select, update
+from sqlalchemy import Connection, LargeBinary, Table, bindparam, delete, insert, select, update
+from sqlalchemy.sql.elements import BindParameter
 
 from opensphere.api import schemas
 from opensphere.formats.device_id import parse_device_id, public_key_from_device_id
@@ -60,6 +61,41 @@ _NONCES = cast(Table, AttestationNonce.__table__)
 _DEVICES = cast(Table, Device.__table__)
 _RELEASES = cast(Table, OsRelease.__table__)
 _MINIMUMS = cast(Table, SecurityVersionMinimum.__table__)
+
+# The hot path's statements are built once: building one costs more than running it.
+_ISSUE_NONCE = (
+    insert(_NONCES)
+    .from_select(
+        ["nonce", "device_id", "tenant_id", "expires_at"],
+        select(
+            bindparam("p_nonce", type_=LargeBinary()),
+            _DEVICES.c.device_id,
+            _DEVICES.c.tenant_id,
+            bindparam("p_expires_at", type_=UTCDateTime()),
+        ).where(_DEVICES.c.device_id == bindparam("p_device_id"), _DEVICES.c.enabled.is_(True)),
+    )
+    .returning(_NONCES.c.tenant_id)
+)
+_SWEEP_NONCES = delete(_NONCES).where(_NONCES.c.expires_at < bindparam("p_now"))
+_USE_NONCE = (
+    delete(_NONCES)
+    .where(_NONCES.c.nonce == bindparam("p_nonce"))
+    .returning(_NONCES.c.device_id, _NONCES.c.tenant_id, _NONCES.c.expires_at)
+)
+_VERDICT: dict[str, BindParameter[Any]] = {
+    "last_attestation_at": bindparam("p_at"),
+    "last_attestation_result": bindparam("p_result"),
+    "last_attestation_code": bindparam("p_code"),
+    "os_version": bindparam("p_os_version"),
+}
+_RECORD_PASS = (
+    update(_DEVICES)
+    .where(_DEVICES.c.device_id == bindparam("p_device_id"), _DEVICES.c.enabled.is_(True))
+    .values(**_VERDICT, certificate_expires_at=bindparam("p_certificate_expires_at"))
+)
+_RECORD_FAILURE = (
+    update(_DEVICES).where(_DEVICES.c.device_id == bindparam("p_device_id")).values(**_VERDICT)
+)
 
 
 class _Refusal(Exception):
@@ -183,19 +219,10 @@ async def challenge(request: Request) -> Response:
     expires_at = now + NONCE_TTL
     with storage.write_transaction() as connection:
         if state.nonce_sweeper.due(now):
-            connection.execute(delete(_NONCES).where(_NONCES.c.expires_at < now))
+            connection.execute(_SWEEP_NONCES, {"p_now": now})
         tenant_id = connection.execute(
-            insert(_NONCES)
-            .from_select(
-                ["nonce", "device_id", "tenant_id", "expires_at"],
-                select(
-                    literal(nonce, LargeBinary()),
-                    _DEVICES.c.device_id,
-                    _DEVICES.c.tenant_id,
-                    literal(expires_at, UTCDateTime()),
-                ).where(_DEVICES.c.device_id == device_id, _DEVICES.c.enabled.is_(True)),
-            )
-            .returning(_NONCES.c.tenant_id)
+            _ISSUE_NONCE,
+            {"p_nonce": nonce, "p_expires_at": expires_at, "p_device_id": device_id},
         ).scalar()
     if tenant_id is None:
         _refuse_challenge(request, storage, device_id)
@@ -221,11 +248,7 @@ def _refuse_challenge(request: Request, storage: Storage, device_id: str) -> NoR
 
 def _consume_nonce(connection: Connection, claims: EvidenceClaims, now: dt.datetime) -> Any:
     """The tenant the nonce was issued for; `_Refusal` if it is unknown, foreign or stale."""
-    row = connection.execute(
-        delete(_NONCES)
-        .where(_NONCES.c.nonce == claims.nonce)
-        .returning(_NONCES.c.device_id, _NONCES.c.tenant_id, _NONCES.c.expires_at)
-    ).first()
+    row = connection.execute(_USE_NONCE, {"p_nonce": claims.nonce}).first()
     if row is None:
         raise _Refusal("unknown_nonce", "the nonce was never issued or is already used")
     if row.device_id != claims.device_id:
@@ -247,18 +270,18 @@ def _record(
 ) -> int:
     """Store the verdict; a pass is stored only on a device that is (still) enabled."""
     values: dict[str, Any] = {
-        "last_attestation_at": now,
-        "last_attestation_result": (
+        "p_device_id": claims.device_id,
+        "p_at": now,
+        "p_result": (
             schemas.AttestationResult.FAILED if code else schemas.AttestationResult.PASSED
         ).value,
-        "last_attestation_code": code,
-        "os_version": claims.os_version,
+        "p_code": code,
+        "p_os_version": claims.os_version,
     }
-    query = update(_DEVICES).where(_DEVICES.c.device_id == claims.device_id)
-    if code is None:
-        values["certificate_expires_at"] = certificate_expires_at
-        query = query.where(_DEVICES.c.enabled.is_(True))
-    return connection.execute(query.values(**values)).rowcount
+    if code is not None:
+        return connection.execute(_RECORD_FAILURE, values).rowcount
+    values["p_certificate_expires_at"] = certificate_expires_at
+    return connection.execute(_RECORD_PASS, values).rowcount
 
 
 def _grant(
