@@ -10,8 +10,10 @@ from rich.markup import escape
 
 from opensphere.cli import (
     account,
+    apps,
     ca,
     device_emulator,
+    device_os,
     devices,
     manufacturer,
     products,
@@ -42,7 +44,14 @@ app.add_typer(tenants.audit_app, name="audit")
 app.add_typer(manufacturer.manufacturer_app, name="manufacturer")
 app.add_typer(devices.device_app, name="device")
 app.add_typer(ca.ca_app, name="ca-certificate")
+device_emulator.device_emulator_app.command("create")(device_os.create)
+device_emulator.device_emulator_app.command("boot")(device_os.boot)
 app.add_typer(device_emulator.device_emulator_app, name="device-emulator")
+devices.device_app.add_typer(device_os.sideload_app, name="sideload")
+devices.device_app.add_typer(device_os.image_app, name="image")
+devices.device_app.add_typer(device_os.capability_app, name="capability")
+app.add_typer(device_os.image_package_app, name="image-package")
+app.add_typer(apps.app_app, name="app")
 
 
 def main() -> None:
