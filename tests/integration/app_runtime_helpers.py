@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from opensphere.device.flash import EVENTS_QUEUE
+from opensphere.device.reporting.queue import EventQueue
 from opensphere.device.runtime import AppLaunch, Isolation, RestartPolicy, Runtime
 from opensphere.device.runtime.sandbox import probe_isolation
 
@@ -114,10 +116,9 @@ def results(runtime: Runtime, launch: AppLaunch, count: int, timeout: float = 5.
 
 
 def pending_events(device: Path) -> list[dict[str, Any]]:
-    path = device / "events" / "pending.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The device's failure-report queue, as the uploader would send it."""
+    queue = EventQueue(device / EVENTS_QUEUE)
+    return [event.model_dump(mode="json") for event in queue.pending()]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

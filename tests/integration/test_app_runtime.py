@@ -126,21 +126,19 @@ def test_crashing_app_is_restarted_with_back_off_and_each_crash_recorded(
     launch = copy_sample("thermostat-faulty", apps)
     runtime.launch_app(launch)
 
-    def three_events() -> list[dict[str, Any]] | None:
+    def three_crashes() -> dict[str, Any] | None:
         events = pending_events(device)
-        return events if len(events) >= 3 else None
+        return events[0] if events and events[0]["count"] >= 3 else None
 
-    events = wait_for(three_events, what="three AppCrash events")
-    for event in events:
-        assert event["type"] == "AppCrash"
-        assert event["signal"] == 11
-        assert event["exit_code"] is None
-        assert event["reason"] == "killed by SIGSEGV"
-        assert event["component_id"] == str(launch.component_id)
-        assert event["image_id"] == str(launch.image_id)
-        assert event["app_name"] == "Thermostat (faulty)"
-    times = [event["time"] for event in events]
-    assert times == sorted(times)
+    event = wait_for(three_crashes, what="three AppCrash occurrences")
+    assert len(pending_events(device)) == 1, "repeated crashes aggregate into one record"
+    assert event["category"] == "AppCrash"
+    assert event["signal_status"] == 11
+    assert event["exit_status"] is None
+    assert event["detail"] == "Thermostat (faulty): killed by SIGSEGV"
+    assert event["component_id"] == str(launch.component_id)
+    assert event["image_id"] == str(launch.image_id)
+    assert event["first_seen"] <= event["last_seen"]
 
     def back_offs() -> list[str] | None:
         log = app_log(runtime, launch)
@@ -165,7 +163,11 @@ def test_exit_status_is_recorded(
     runtime.launch_app(launch)
     event = wait_for(lambda: pending_events(device))[0]
     runtime.stop_app(launch.component_id)
-    assert (event["type"], event["exit_code"], event["signal"]) == (kind, exit_code, None)
+    assert (event["category"], event["exit_status"], event["signal_status"]) == (
+        kind,
+        exit_code,
+        None,
+    )
 
 
 def test_stopped_app_stays_stopped_records_nothing_and_starts_again(

@@ -1,21 +1,21 @@
-"""Error events kept on the device until the failure reporter uploads them.
+"""Error events of secure boot, kept in the device's failure-report queue until uploaded.
 
-For now a plain append-only JSON-lines file (``events/pending.jsonl``); the writer is the one
-function ``record_event``, so a proper queue can replace it in one place. Each line is fsynced
-before the call returns; a power cut can at worst leave a torn last line, which readers skip.
+Boot describes what it refused with an ``ErrorEvent``; ``record_event`` files it in the
+persistent, bounded, aggregating queue (``device/reporting/queue.py``) as the matching
+event category, so boot failures reach the error report like app crashes do.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
 from opensphere.device.errors import ImageRefusedError
-from opensphere.device.flash import DeviceFlash, make_durable_dir
+from opensphere.device.flash import DeviceFlash
+from opensphere.device.reporting.queue import EventQueue, Occurrence
+from opensphere.formats.error_events import EventCategory
 
 
 class EventType(StrEnum):
@@ -25,6 +25,16 @@ class EventType(StrEnum):
     UPDATE_FAILED = "UpdateFailed"
     UPDATE_ROLLED_BACK = "UpdateRolledBack"
     BOOT_CONTROL_DAMAGED = "BootControlDamaged"
+
+
+CATEGORY: dict[EventType, EventCategory] = {
+    EventType.BOOT_IMAGE_REFUSED: EventCategory.VERIFICATION_FAILURE,
+    EventType.APP_REFUSED: EventCategory.VERIFICATION_FAILURE,
+    EventType.CAPABILITY_REFUSED: EventCategory.VERIFICATION_FAILURE,
+    EventType.UPDATE_FAILED: EventCategory.UPDATE_FAILURE,
+    EventType.UPDATE_ROLLED_BACK: EventCategory.UPDATE_FAILURE,
+    EventType.BOOT_CONTROL_DAMAGED: EventCategory.BOOT_FAILURE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,32 +61,29 @@ class ErrorEvent:
             image_id=_text(error.image_id),
         )
 
+    def occurrence(self) -> Occurrence:
+        slot = f" (slot {self.slot})" if self.slot else ""
+        return Occurrence(
+            category=CATEGORY[self.type],
+            component_id=_uuid(self.component_id),
+            image_id=_uuid(self.image_id),
+            detail=f"{self.type.value}: {self.component}: {self.reason}{slot}",
+        )
+
 
 def record_event(flash: DeviceFlash, event: ErrorEvent) -> None:
-    """Append one event durably."""
-    make_durable_dir(flash.events_file.parent)
-    line = json.dumps({**asdict(event), "type": event.type.value}, sort_keys=True) + "\n"
-    fd = os.open(flash.events_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_events(flash: DeviceFlash) -> Iterator[ErrorEvent]:
-    """The pending events, oldest first; a torn or damaged line is skipped."""
-    try:
-        data = flash.events_file.read_bytes()
-    except FileNotFoundError:
-        return
-    for line in data.splitlines():
-        try:
-            raw = json.loads(line)
-            yield ErrorEvent(**{**raw, "type": EventType(raw["type"])})
-        except (ValueError, TypeError, KeyError):
-            continue
+    """Keep one event durably in the device's failure-report queue."""
+    EventQueue(flash.events_queue).record(event.occurrence(), now=event.time)
 
 
 def _text(value: UUID | None) -> str | None:
     return None if value is None else str(value)
+
+
+def _uuid(value: str | None) -> UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

@@ -11,7 +11,7 @@ Layout of a device folder::
     apps/<component ID>.imagepackage   installed apps and board configurations (one per component)
     capabilities/capability.cose       the device's capability file, if any
     storage/<component ID>/   per-app mutable storage (kept across app updates)
-    events/pending.jsonl      error events waiting to be uploaded (append-only JSON lines)
+    events/queue.json         error events waiting to be uploaded (device/reporting/queue.py)
     run/                      volatile: apps unpacked by the last boot; emptied at every boot
     tmp/                      volatile: scratch space for checking an install
 
@@ -44,6 +44,7 @@ CONTROL_FORMAT: Final = 1
 IMAGE_SUFFIX: Final = ".imagepackage"
 MAX_CONTROL_SIZE: Final = 4096
 MAX_CAPABILITY_FILE_SIZE: Final = 64 * 1024
+EVENTS_QUEUE: Final = Path("events", "queue.json")
 
 
 def other_slot(slot: str) -> str:
@@ -122,8 +123,8 @@ class DeviceFlash:
         return self.root / "capabilities" / "capability.cose"
 
     @property
-    def events_file(self) -> Path:
-        return self.root / "events" / "pending.jsonl"
+    def events_queue(self) -> Path:
+        return self.root / EVENTS_QUEUE
 
     @property
     def run_dir(self) -> Path:

@@ -10,12 +10,14 @@ import pytest
 from opensphere.device.boot import boot_device, confirm_boot
 from opensphere.device.emulator import Fleet
 from opensphere.device.errors import NoBootableSlotError
-from opensphere.device.events import EventType, read_events
+from opensphere.device.events import EventType
 from opensphere.device.flash import BootControl
 from opensphere.device.install import sideload, stage_os_release
 from opensphere.device.packaging import package_image
 from opensphere.device.policy import BOOT_STAGES, fuse_name
+from opensphere.device.reporting.queue import EventQueue
 from opensphere.formats.capability import DeviceCapability
+from opensphere.formats.error_events import EventCategory
 from opensphere.formats.evidence import replay_register
 from opensphere.formats.image_package import ImageType
 from support.device_os import (
@@ -85,7 +87,9 @@ def test_tampered_body_of_each_stage_is_refused_and_the_other_slot_boots(
     assert "signature does not verify" in event.reason
     # The log describes only the chain that booted: slot a's stages were reset away.
     assert [m.digest for m in rot.event_log()[1:]] == _stage_digests(device, "b")
-    assert list(read_events(device.flash)) == [event]
+    [queued] = EventQueue(device.flash.events_queue).pending()
+    assert queued.category is EventCategory.VERIFICATION_FAILURE
+    assert queued.detail == f"BootImageRefused: {stage}: {event.reason} (slot a)"
     # Slot b is now the one to boot first, so an update cannot overwrite the only good slot.
     assert device.flash.read_control() == BootControl(active="b")
 
@@ -190,9 +194,17 @@ def test_downgrade_below_the_fuse_is_refused(device: Device, fleet: Fleet) -> No
     flip_byte(device.slot_file("b", "os"), body_offset() + 10)
     with pytest.raises(NoBootableSlotError):
         device.boot()
-    reasons = {(e.slot, e.component): e.reason for e in read_events(device.flash)}
-    assert "below the device's fuse (2)" in reasons[("a", "bootloader")]
-    assert "signature does not verify" in reasons[("b", "os")]
+    details = [e.detail for e in EventQueue(device.flash.events_queue).pending()]
+    assert any(
+        d.startswith("BootImageRefused: bootloader:")
+        and "below the device's fuse (2)" in d
+        and d.endswith("(slot a)")
+        for d in details
+    ), details
+    assert any(
+        d.startswith("BootImageRefused: os: signature does not verify") and d.endswith("(slot b)")
+        for d in details
+    ), details
 
 
 def test_missing_slot_falls_back(device: Device) -> None:

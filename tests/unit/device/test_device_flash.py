@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from opensphere.device.errors import DeviceStateError
-from opensphere.device.events import ErrorEvent, EventType, read_events, record_event
+from opensphere.device.events import ErrorEvent, EventType, record_event
 from opensphere.device.flash import BootControl, DeviceFlash, write_atomically
 from opensphere.device.keystore import KeyUsage, TrustedKey, TrustedKeyStore
+from opensphere.device.reporting.queue import EventQueue
+from opensphere.formats.error_events import EventCategory
 from opensphere.formats.image_package import TEST_SIGNING_PUBLIC_KEY
 
 
@@ -95,11 +98,15 @@ def test_damaged_keystore_is_refused(document: bytes) -> None:
         TrustedKeyStore.decode(document)
 
 
-def test_events_are_appended_and_a_torn_last_line_is_skipped(flash: DeviceFlash) -> None:
-    first = ErrorEvent(EventType.APP_REFUSED, "app", "bad signature", 1, component_id="x")
+def test_boot_events_go_to_the_failure_report_queue(flash: DeviceFlash) -> None:
+    image = uuid.uuid4()
+    first = ErrorEvent(EventType.APP_REFUSED, "app", "bad signature", 1, image_id=str(image))
     second = ErrorEvent(EventType.UPDATE_FAILED, "os", "downgrade", 2, slot="b")
     record_event(flash, first)
     record_event(flash, second)
-    with flash.events_file.open("ab") as file:
-        file.write(b'{"type": "AppRef')  # a power cut in the middle of a line
-    assert list(read_events(flash)) == [first, second]
+    record_event(flash, second)
+    queued = EventQueue(flash.events_queue).pending()
+    assert [(e.category, e.image_id, e.detail, e.count) for e in queued] == [
+        (EventCategory.VERIFICATION_FAILURE, image, "AppRefused: app: bad signature", 1),
+        (EventCategory.UPDATE_FAILURE, None, "UpdateFailed: os: downgrade (slot b)", 2),
+    ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import socket
 import stat
 import uuid
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from opensphere.device.applibs import protocol
-from opensphere.device.runtime import AppEvent, AppEventType, JsonLinesEventSink
+from opensphere.device.reporting.queue import EventQueue
+from opensphere.device.runtime import AppEvent, AppEventType, QueueEventSink
 from opensphere.device.runtime.board import (
     VIRTUAL_BOARD,
     BoardError,
@@ -149,7 +149,7 @@ def test_framing_carries_descriptors_and_refuses_oversized_messages() -> None:
         (0, AppEventType.APP_EXIT, 0, None, "exit status 0"),
     ],
 )
-def test_app_events_are_appended_as_json_lines(
+def test_app_events_go_to_the_queue_and_aggregate(
     tmp_path: Path,
     returncode: int,
     kind: AppEventType,
@@ -161,24 +161,16 @@ def test_app_events_are_appended_as_json_lines(
     event = AppEvent.from_returncode(
         returncode, time=NOW, component_id=component, image_id=image, app_name="Demo"
     )
-    sink = JsonLinesEventSink(tmp_path / "events" / "pending.jsonl")
+    sink = QueueEventSink(EventQueue(tmp_path / "events" / "queue.json"))
     sink.record(event)
     sink.record(event)
-    lines = sink.path.read_text().splitlines()
-    assert len(lines) == 2
-    assert json.loads(lines[0]) == {
-        "type": kind.value,
-        "component": "app",
-        "reason": reason,
-        "time": int(NOW.timestamp()),
-        "slot": None,
-        "component_id": str(component),
-        "image_id": str(image),
-        "app_name": "Demo",
-        "exit_code": exit_code,
-        "signal": signal,
-    }
-    assert stat.S_IMODE(os.stat(sink.path).st_mode) == 0o600
+    [queued] = sink.queue.pending()
+    assert queued.category.value == kind.value
+    assert (queued.exit_status, queued.signal_status) == (exit_code, signal)
+    assert (queued.component_id, queued.image_id) == (component, image)
+    assert queued.detail == f"Demo: {reason}"
+    assert queued.count == 2
+    assert queued.first_seen == int(NOW.timestamp())
 
 
 def test_update_deferral_is_capped_and_needs_a_pending_update() -> None:

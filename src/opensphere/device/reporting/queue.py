@@ -7,15 +7,19 @@ retry of a batch carries exactly the same events and ids, and the service stores
 them once. Records leave the queue only when the service said it stored them.
 
 The queue is a small JSON file replaced atomically (write, fsync, rename, fsync
-the folder) on every change: a power cut leaves the old or the new state.
+the folder) on every change: a power cut leaves the old or the new state. Secure
+boot, the app runtime and the uploader are separate processes: every operation
+holds an exclusive lock on a sibling lock file and reads the file afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,100 +93,115 @@ class EventQueue:
         self.path = path
         self.capacity = capacity
         self.window_seconds = window_seconds
-        self._state = _load(path)
+
+    @contextlib.contextmanager
+    def _state(self, *, write: bool) -> Iterator[_State]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state, repaired = _load(self.path)
+            yield state
+            if write or repaired:
+                _save(self.path, state)
 
     def __len__(self) -> int:
-        return len(self._state.records)
+        with self._state(write=False) as state:
+            return len(state.records)
 
     @property
     def dropped(self) -> int:
         """Occurrences lost to the size bound and not yet reported to the service."""
-        return self._state.dropped
+        with self._state(write=False) as state:
+            return state.dropped
 
     def pending(self) -> list[WireEvent]:
-        return [record.event for record in self._state.records]
+        with self._state(write=False) as state:
+            return [record.event for record in state.records]
 
     def record(self, occurrence: Occurrence, *, now: int) -> None:
         window = now // self.window_seconds
-        for record in reversed(self._state.records):
-            if (
-                not record.sealed
-                and record.window == window
-                and record.occurrence_key() == occurrence.key()
-            ):
-                record.event = record.event.model_copy(
-                    update={"count": min(record.event.count + 1, 1_000_000), "last_seen": now}
-                )
-                self._save()
-                return
-        if len(self._state.records) >= self.capacity:
-            self._drop_one()
-        event = WireEvent(
-            id=uuid.uuid4(),
-            category=occurrence.category,
-            component_id=occurrence.component_id,
-            image_id=occurrence.image_id,
-            exit_status=occurrence.exit_status,
-            signal_status=occurrence.signal_status,
-            signal_code=occurrence.signal_code,
-            detail=occurrence.detail[:256],
-            count=1,
-            first_seen=now,
-            last_seen=now,
-        )
-        self._state.records.append(_Record(event=event, window=window))
-        self._save()
+        with self._state(write=True) as state:
+            for record in reversed(state.records):
+                if (
+                    not record.sealed
+                    and record.window == window
+                    and record.occurrence_key() == occurrence.key()
+                ):
+                    record.event = record.event.model_copy(
+                        update={
+                            "count": min(record.event.count + 1, 1_000_000),
+                            "last_seen": max(now, record.event.last_seen),
+                        }
+                    )
+                    return
+            if len(state.records) >= self.capacity:
+                _drop_one(state)
+            event = WireEvent(
+                id=uuid.uuid4(),
+                category=occurrence.category,
+                component_id=occurrence.component_id,
+                image_id=occurrence.image_id,
+                exit_status=occurrence.exit_status,
+                signal_status=occurrence.signal_status,
+                signal_code=occurrence.signal_code,
+                detail=occurrence.detail[:256],
+                count=1,
+                first_seen=now,
+                last_seen=now,
+            )
+            state.records.append(_Record(event=event, window=window))
 
     def next_batch(self, max_events: int) -> tuple[list[WireEvent], int]:
         """The oldest events (sealed from now on) and the drop count to report with them."""
-        batch = self._state.records[:max_events]
-        changed = False
-        for record in batch:
-            if not record.sealed:
+        with self._state(write=True) as state:
+            batch = state.records[:max_events]
+            for record in batch:
                 record.sealed = True
-                changed = True
-        if changed:
-            self._save()
-        return [record.event for record in batch], self._state.dropped
+            return [record.event for record in batch], state.dropped
 
     def acknowledge(self, stored: Iterable[uuid.UUID], *, dropped_reported: int) -> None:
         """Forget what the service confirmed it stored (or already had)."""
         done = set(stored)
-        self._state.records = [r for r in self._state.records if r.event.id not in done]
-        self._state.dropped = max(0, self._state.dropped - dropped_reported)
-        self._save()
-
-    def _drop_one(self) -> None:
-        """Make room: the oldest planned (update) event goes first, else the oldest event."""
-        records = self._state.records
-        victim = next(
-            (i for i, r in enumerate(records) if not r.sealed and r.event.category in PLANNED),
-            None,
-        )
-        if victim is None:
-            victim = next((i for i, r in enumerate(records) if not r.sealed), 0)
-        self._state.dropped += records[victim].event.count
-        del records[victim]
-
-    def _save(self) -> None:
-        data = {
-            "version": STATE_VERSION,
-            "dropped": self._state.dropped,
-            "records": [
-                {"event": r.event.model_dump(mode="json"), "window": r.window, "sealed": r.sealed}
-                for r in self._state.records
-            ],
-        }
-        _write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+        with self._state(write=True) as state:
+            state.records = [r for r in state.records if r.event.id not in done]
+            state.dropped = max(0, state.dropped - dropped_reported)
 
 
-def _load(path: Path) -> _State:
-    """The saved queue; a damaged file is set aside (never silently reused) and counted."""
+def _drop_one(state: _State) -> None:
+    """Make room: the oldest planned (update) event goes first, else the oldest event."""
+    records = state.records
+    victim = next(
+        (i for i, r in enumerate(records) if not r.sealed and r.event.category in PLANNED),
+        None,
+    )
+    if victim is None:
+        victim = next((i for i, r in enumerate(records) if not r.sealed), 0)
+    state.dropped += records[victim].event.count
+    del records[victim]
+
+
+def _save(path: Path, state: _State) -> None:
+    data = {
+        "version": STATE_VERSION,
+        "dropped": state.dropped,
+        "records": [
+            {"event": r.event.model_dump(mode="json"), "window": r.window, "sealed": r.sealed}
+            for r in state.records
+        ],
+    }
+    _write_atomically(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _load(path: Path) -> tuple[_State, bool]:
+    """The saved queue; a damaged file is set aside (never silently reused) and counted.
+
+    The flag says the file was set aside, so the fresh state must be saved.
+    """
     try:
         raw = json.loads(path.read_bytes())
         if raw.get("version") != STATE_VERSION:
             raise ValueError(f"unknown queue version {raw.get('version')!r}")
-        return _State(
+        state = _State(
             records=[
                 _Record(
                     event=WireEvent.model_validate(item["event"]),
@@ -194,10 +213,11 @@ def _load(path: Path) -> _State:
             dropped=int(raw["dropped"]),
         )
     except FileNotFoundError:
-        return _State()
+        return _State(), False
     except (ValueError, KeyError, TypeError, AttributeError):
         os.replace(path, path.with_name(path.name + ".damaged"))
-        return _State(dropped=1)
+        return _State(dropped=1), True
+    return state, False
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

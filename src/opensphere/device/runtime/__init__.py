@@ -13,7 +13,7 @@ from opensphere.device.runtime.board import (
     parse_board,
 )
 from opensphere.device.runtime.control import ControlClient, ControlError
-from opensphere.device.runtime.events import AppEvent, AppEventType, EventSink, JsonLinesEventSink
+from opensphere.device.runtime.events import AppEvent, AppEventType, EventSink, QueueEventSink
 from opensphere.device.runtime.launch import AppLaunch, AppRefusedError
 from opensphere.device.runtime.policy import RestartPolicy
 from opensphere.device.runtime.runtime import Runtime, UnknownAppError
@@ -36,7 +36,7 @@ __all__ = [
     "EventSink",
     "Isolation",
     "IsolationUnavailableWarning",
-    "JsonLinesEventSink",
+    "QueueEventSink",
     "RestartPolicy",
     "Runtime",
     "UnknownAppError",

@@ -1,28 +1,32 @@
 """Error events the runtime records when an app stops: AppCrash and AppExit (reference §3.9).
 
-The runtime writes through ``EventSink``; ``JsonLinesEventSink`` appends to
-``events/pending.jsonl`` in the device folder, one fsync'd line per event, until the failure
-reporter takes over the queue. A line has the fields of the boot's error events (``type``,
-``component``, ``reason``, ``time`` in epoch seconds, ``slot``, ``component_id``,
-``image_id``) plus ``app_name``, ``exit_code`` and ``signal``.
+The runtime writes through ``EventSink``; ``QueueEventSink`` files each event in the
+device's persistent failure-report queue (``device/reporting/queue.py``), where repeated
+crashes of one app aggregate into one record with a count.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import signal
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
+
+from opensphere.device.reporting.queue import EventQueue, Occurrence
+from opensphere.formats.error_events import EventCategory
 
 
 class AppEventType(StrEnum):
     APP_CRASH = "AppCrash"  # killed by a signal, or a non-zero exit status
     APP_EXIT = "AppExit"  # exit status 0: a high-level app is expected never to return
+
+
+CATEGORY = {
+    AppEventType.APP_CRASH: EventCategory.APP_CRASH,
+    AppEventType.APP_EXIT: EventCategory.APP_EXIT,
+}
 
 
 @dataclass(frozen=True)
@@ -72,19 +76,15 @@ class AppEvent:
             return f"killed by {self.signal_name}"
         return f"exit status {self.exit_code}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.event_type.value,
-            "component": "app",
-            "reason": self.reason,
-            "time": int(self.time.timestamp()),
-            "slot": None,
-            "component_id": str(self.component_id),
-            "image_id": str(self.image_id),
-            "app_name": self.app_name,
-            "exit_code": self.exit_code,
-            "signal": self.signal,
-        }
+    def occurrence(self) -> Occurrence:
+        return Occurrence(
+            category=CATEGORY[self.event_type],
+            component_id=self.component_id,
+            image_id=self.image_id,
+            exit_status=self.exit_code,
+            signal_status=self.signal,
+            detail=f"{self.app_name}: {self.reason}",
+        )
 
 
 class EventSink(Protocol):
@@ -92,22 +92,11 @@ class EventSink(Protocol):
         """Keep the event; it must survive a crash of the runtime once this returns."""
 
 
-class JsonLinesEventSink:
-    """Appends events as JSON lines to one file, on disk before ``record`` returns.
+class QueueEventSink:
+    """Files app events in the device's failure-report queue, shared with secure boot."""
 
-    Each line is one ``write`` to a file opened with ``O_APPEND``, so lines from other writers
-    of the same file (secure boot records its refusals there) never interleave.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, queue: EventQueue) -> None:
+        self.queue = queue
 
     def record(self, event: AppEvent) -> None:
-        line = json.dumps(event.to_json(), sort_keys=True) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(descriptor, line.encode())
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        self.queue.record(event.occurrence(), now=int(event.time.timestamp()))

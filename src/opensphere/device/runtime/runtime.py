@@ -3,7 +3,8 @@
 Secure boot creates one ``Runtime`` per boot, calls ``start()``, then ``launch_app`` for every
 verified app. Tests do the same with folders they write. The runtime keeps its files in the
 device folder: ``run/control.sock``, ``run/runtime/`` (applibs for apps; rebuilt each start),
-``events/pending.jsonl`` (AppCrash and AppExit events) and ``logs/apps/`` (each app's output).
+``events/queue.json`` (AppCrash and AppExit events, in the failure-report queue) and
+``logs/apps/`` (each app's output).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import Final
 from uuid import UUID
 
 import opensphere.device.applibs as applibs_package
+from opensphere.device.flash import EVENTS_QUEUE
+from opensphere.device.reporting.queue import EventQueue
 from opensphere.device.runtime.board import VIRTUAL_BOARD, BoardDefinition, VirtualBoard
 from opensphere.device.runtime.control import CONTROL_SOCKET, ControlServer, runtime_answers
-from opensphere.device.runtime.events import EventSink, JsonLinesEventSink
+from opensphere.device.runtime.events import EventSink, QueueEventSink
 from opensphere.device.runtime.launch import AppLaunch, AppRefusedError
 from opensphere.device.runtime.network import ALL_INTERFACES, NetworkBroker
 from opensphere.device.runtime.policy import BoardMismatchError, RestartPolicy, grants_for
@@ -39,7 +42,6 @@ from opensphere.device.runtime.supervisor import AppStatus, AppSupervisor, Devic
 from opensphere.device.runtime.updates import UpdateDeferrals
 
 RUNTIME_FOLDER: Final = Path("run", "runtime")  # volatile, like all of run/
-EVENTS_FILE: Final = Path("events", "pending.jsonl")
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ class Runtime:
         self.device_folder = device_folder
         self.board = VirtualBoard(board)
         self.updates = UpdateDeferrals()
-        self.events = events or JsonLinesEventSink(device_folder / EVENTS_FILE)
+        self.events = events or QueueEventSink(EventQueue(device_folder / EVENTS_QUEUE))
         self._requested_isolation = isolation
         self._restart = restart or RestartPolicy()
         self._limits = limits or AppLimits()
