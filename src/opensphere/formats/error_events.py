@@ -126,7 +126,6 @@ class ParsedBatch(BaseModel):
 
     device_id: str
     sent_at: int
-    dropped: int
     events: list[WireEvent]
     rejected: list[RejectedEvent]
 
@@ -137,16 +136,14 @@ class _Envelope(BaseModel):
     version: int
     device_id: str = Field(min_length=128, max_length=128, pattern=r"^[0-9a-f]{128}$")
     sent_at: Whole = Field(ge=0, lt=2**40)
-    dropped: Whole = Field(default=0, ge=0, lt=2**40)
     events: list[Any] = Field(max_length=MAX_EVENTS_PER_BATCH)
 
 
-def encode_batch(device_id: str, events: list[WireEvent], *, sent_at: int, dropped: int) -> bytes:
+def encode_batch(device_id: str, events: list[WireEvent], *, sent_at: int) -> bytes:
     body = {
         "version": BATCH_VERSION,
         "device_id": device_id,
         "sent_at": sent_at,
-        "dropped": dropped,
         "events": [event.model_dump(mode="json") for event in events],
     }
     return json.dumps(body, separators=(",", ":")).encode()
@@ -199,7 +196,6 @@ def parse_batch(data: bytes) -> ParsedBatch:
     return ParsedBatch(
         device_id=envelope.device_id,
         sent_at=envelope.sent_at,
-        dropped=envelope.dropped,
         events=events,
         rejected=rejected,
     )

@@ -40,7 +40,9 @@ def test_crash_flood_stays_bounded(tmp_path: Path) -> None:
     for i in range(600):
         queue.record(crash(signal=i % 3), now=T0 + i * 7)
     assert len(queue) == 10
-    assert sum(e.count for e in queue.pending()) + queue.dropped == 600
+    assert sum(e.count for e in queue.pending()) == 600
+    dropped = [e for e in queue.pending() if e.category is EventCategory.EVENTS_DROPPED]
+    assert sum(e.count for e in dropped) > 0
     assert (tmp_path / "queue.json").stat().st_size < 10_000
 
 
@@ -50,21 +52,30 @@ def test_planned_events_are_dropped_first_and_counted(tmp_path: Path) -> None:
     queue.record(crash(11), now=T0 + 1)
     queue.record(Occurrence(EventCategory.APP_UPDATE, APP), now=T0 + 2)
     queue.record(crash(6), now=T0 + 3)
+    events = queue.pending()
+    assert [(e.category, e.signal_status, e.count) for e in events] == [
+        (EventCategory.APP_CRASH, 11, 1),
+        (EventCategory.EVENTS_DROPPED, None, 2),
+        (EventCategory.APP_CRASH, 6, 1),
+    ]
     queue.record(crash(4), now=T0 + 4)
-    categories = [e.category for e in queue.pending()]
-    assert categories == [EventCategory.APP_CRASH] * 3
-    assert queue.dropped == 2
+    events = queue.pending()
+    assert [(e.category, e.signal_status, e.count) for e in events] == [
+        (EventCategory.EVENTS_DROPPED, None, 3),
+        (EventCategory.APP_CRASH, 6, 1),
+        (EventCategory.APP_CRASH, 4, 1),
+    ]
 
 
 def test_sealed_batch_is_resent_identically_until_acknowledged(tmp_path: Path) -> None:
     queue = EventQueue(tmp_path / "queue.json")
     queue.record(crash(), now=T0)
-    first, dropped = queue.next_batch(100)
+    first = queue.next_batch(100)
     queue.record(crash(), now=T0 + 1)
-    again, _ = queue.next_batch(1)
+    again = queue.next_batch(1)
     assert again == first
     assert first[0].count == 1
-    queue.acknowledge([first[0].id], dropped_reported=dropped)
+    queue.acknowledge([first[0].id])
     remaining = queue.pending()
     assert len(remaining) == 1
     assert remaining[0].id != first[0].id
@@ -76,11 +87,14 @@ def test_queue_survives_reopen(tmp_path: Path) -> None:
     queue = EventQueue(path, capacity=2)
     for signal in (1, 2, 3):
         queue.record(crash(signal), now=T0)
-    batch, _ = queue.next_batch(1)
+    batch = queue.next_batch(1)
     reopened = EventQueue(path, capacity=2)
     assert reopened.pending() == queue.pending()
-    assert reopened.dropped == 1
-    assert reopened.next_batch(1)[0] == batch
+    assert [e.category for e in reopened.pending()] == [
+        EventCategory.EVENTS_DROPPED,
+        EventCategory.APP_CRASH,
+    ]
+    assert reopened.next_batch(1) == batch
 
 
 def test_damaged_queue_file_is_set_aside_not_reused(tmp_path: Path) -> None:
@@ -89,7 +103,6 @@ def test_damaged_queue_file_is_set_aside_not_reused(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:20])
     queue = EventQueue(path)
     assert queue.pending() == []
-    assert queue.dropped == 1
     assert (tmp_path / "queue.json.damaged").exists()
     queue.record(crash(), now=T0)
     assert json.loads(path.read_bytes())["records"]

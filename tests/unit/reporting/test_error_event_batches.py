@@ -37,15 +37,15 @@ def crash(**changes: object) -> WireEvent:
 
 def test_round_trip() -> None:
     events = [crash(), crash(category=EventCategory.OS_UPDATE, signal_status=None)]
-    parsed = parse_batch(encode_batch(DEVICE, events, sent_at=1_700_000_200, dropped=4))
+    parsed = parse_batch(encode_batch(DEVICE, events, sent_at=1_700_000_200))
     assert parsed.events == events
     assert parsed.rejected == []
-    assert (parsed.device_id, parsed.sent_at, parsed.dropped) == (DEVICE, 1_700_000_200, 4)
+    assert (parsed.device_id, parsed.sent_at) == (DEVICE, 1_700_000_200)
 
 
 def test_malformed_events_are_refused_individually_with_reasons() -> None:
     good = crash()
-    raw = json.loads(encode_batch(DEVICE, [good], sent_at=1, dropped=0))
+    raw = json.loads(encode_batch(DEVICE, [good], sent_at=1))
     raw["events"] += [
         {"id": "not-a-uuid", "category": "AppCrash", "count": 1, "first_seen": 1, "last_seen": 1},
         {**raw["events"][0], "id": str(uuid.uuid4()), "category": "Meltdown"},

@@ -77,7 +77,6 @@ class _Record:
 @dataclass(slots=True)
 class _State:
     records: list[_Record] = field(default_factory=list)
-    dropped: int = 0
 
 
 class EventQueue:
@@ -108,12 +107,6 @@ class EventQueue:
         with self._state(write=False) as state:
             return len(state.records)
 
-    @property
-    def dropped(self) -> int:
-        """Occurrences lost to the size bound and not yet reported to the service."""
-        with self._state(write=False) as state:
-            return state.dropped
-
     def pending(self) -> list[WireEvent]:
         with self._state(write=False) as state:
             return [record.event for record in state.records]
@@ -134,8 +127,8 @@ class EventQueue:
                         }
                     )
                     return
-            if len(state.records) >= self.capacity:
-                _drop_one(state)
+            while len(state.records) >= self.capacity:
+                _drop_one(state, now=now, window=window)
             event = WireEvent(
                 id=uuid.uuid4(),
                 category=occurrence.category,
@@ -151,39 +144,67 @@ class EventQueue:
             )
             state.records.append(_Record(event=event, window=window))
 
-    def next_batch(self, max_events: int) -> tuple[list[WireEvent], int]:
-        """The oldest events (sealed from now on) and the drop count to report with them."""
+    def next_batch(self, max_events: int) -> list[WireEvent]:
+        """The oldest events, sealed from now on so that a retry sends them unchanged."""
         with self._state(write=True) as state:
             batch = state.records[:max_events]
             for record in batch:
                 record.sealed = True
-            return [record.event for record in batch], state.dropped
+            return [record.event for record in batch]
 
-    def acknowledge(self, stored: Iterable[uuid.UUID], *, dropped_reported: int) -> None:
+    def acknowledge(self, stored: Iterable[uuid.UUID]) -> None:
         """Forget what the service confirmed it stored (or already had)."""
         done = set(stored)
         with self._state(write=True) as state:
             state.records = [r for r in state.records if r.event.id not in done]
-            state.dropped = max(0, state.dropped - dropped_reported)
 
 
-def _drop_one(state: _State) -> None:
-    """Make room: the oldest planned (update) event goes first, else the oldest event."""
+def _drop_one(state: _State, *, now: int, window: int) -> None:
+    """Make room: the oldest planned (update) event goes first, else the oldest event.
+
+    What is dropped is counted in an EventsDropped event, itself never dropped, so
+    the service learns how much was lost, with the same exactly-once delivery.
+    """
     records = state.records
+    candidates = [
+        i for i, r in enumerate(records) if r.event.category is not EventCategory.EVENTS_DROPPED
+    ]
     victim = next(
-        (i for i, r in enumerate(records) if not r.sealed and r.event.category in PLANNED),
+        (i for i in candidates if not records[i].sealed and records[i].event.category in PLANNED),
         None,
     )
     if victim is None:
-        victim = next((i for i, r in enumerate(records) if not r.sealed), 0)
-    state.dropped += records[victim].event.count
-    del records[victim]
+        unsealed = (i for i in candidates if not records[i].sealed)
+        victim = next(unsealed, candidates[0] if candidates else 0)
+    lost = records.pop(victim).event.count
+    for record in reversed(records):
+        if (
+            record.event.category is EventCategory.EVENTS_DROPPED
+            and not record.sealed
+            and record.window == window
+        ):
+            record.event = record.event.model_copy(
+                update={"count": min(record.event.count + lost, 1_000_000), "last_seen": now}
+            )
+            return
+    records.append(
+        _Record(
+            event=WireEvent(
+                id=uuid.uuid4(),
+                category=EventCategory.EVENTS_DROPPED,
+                detail="the device's event queue was full",
+                count=lost,
+                first_seen=now,
+                last_seen=now,
+            ),
+            window=window,
+        )
+    )
 
 
 def _save(path: Path, state: _State) -> None:
     data = {
         "version": STATE_VERSION,
-        "dropped": state.dropped,
         "records": [
             {"event": r.event.model_dump(mode="json"), "window": r.window, "sealed": r.sealed}
             for r in state.records
@@ -210,13 +231,12 @@ def _load(path: Path) -> tuple[_State, bool]:
                 )
                 for item in raw["records"]
             ],
-            dropped=int(raw["dropped"]),
         )
     except FileNotFoundError:
         return _State(), False
     except (ValueError, KeyError, TypeError, AttributeError):
         os.replace(path, path.with_name(path.name + ".damaged"))
-        return _State(dropped=1), True
+        return _State(), True
     return state, False
 
 
