@@ -6,6 +6,10 @@
     `sphere server` (uvicorn, SQLite in a temp folder) pinned to one core, with the load
     generator (which also signs the devices' evidence) pinned to the other.
 
+The devices are emulated devices of one fleet, booted once by their real secure boot: their
+evidence carries the key store and the three boot stages, the fuses of those stages, and a
+`cnf` key, exactly as the device agent sends it; the fleet's reference values are registered.
+
 Prints both and, as its last line, the ratio b/a. Run: .venv/bin/python bench/attestation.py
 """
 
@@ -25,24 +29,18 @@ import uuid
 import warnings
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from opensphere.api import schemas
 from opensphere.client import Client
-from opensphere.device.agent import stand_in_reference
-from opensphere.factory import create_manufacturer_ca, issue_idevid
+from opensphere.device.agent import boot_evidence
+from opensphere.device.boot import BootResult, boot_device
+from opensphere.device.emulator import Fleet, create_emulated_device
+from opensphere.device.flash import DeviceFlash
+from opensphere.factory import load_idevid
 from opensphere.formats.claim import ClaimStatement, encode_claim_statement
-from opensphere.formats.device_id import DeviceId, device_id_from_public_key
-from opensphere.formats.evidence import (
-    EvidenceClaims,
-    ManufacturingState,
-    Measurement,
-    SecurityState,
-    encode_evidence,
-    replay_register,
-)
-from opensphere.formats.signatures import raw_signature_from_der
+from opensphere.rot import EmulatedRootOfTrust
 from opensphere.service.appraisal import verify_device_evidence
 from opensphere.service.ca.core import (
     IssuingCa,
@@ -59,37 +57,31 @@ DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
 DEVICES = 32
 CONNECTIONS = 4
 SPHERE = str(Path(sys.executable).with_name("sphere"))
-MEASUREMENTS = tuple(
-    Measurement(m.stage, bytes.fromhex(m.digest)) for m in stand_in_reference().measurements
-)
 
 
 class BenchDevice:
-    def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.device_id: DeviceId = device_id_from_public_key(self.key.public_key())
+    """An emulated device of the fleet, booted once; it signs evidence about that boot."""
+
+    def __init__(self, folder: Path, fleet: Fleet) -> None:
+        now = dt.datetime.now(dt.UTC)
+        create_emulated_device(folder, fleet, now=now)
+        self.folder = folder
+        self.rot = EmulatedRootOfTrust.open(folder)
+        self.device_id = self.rot.device_id
+        self.boot: BootResult = boot_device(DeviceFlash(folder), self.rot, now=int(now.timestamp()))
         self.client_key = ec.generate_private_key(ec.SECP256R1()).public_key()
 
-    def sign(self, data: bytes) -> bytes:
-        return raw_signature_from_der(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
-
     def evidence(self, nonce: bytes) -> bytes:
-        claims = EvidenceClaims(
-            device_id=self.device_id,
+        return boot_evidence(
+            self.rot,
+            self.boot,
             nonce=nonce,
-            measurements=MEASUREMENTS,
-            boot_register=replay_register(MEASUREMENTS),
-            os_version=stand_in_reference().version,
-            security_state=SecurityState.SECURE,
-            manufacturing_state=ManufacturingState.DEVICE_COMPLETE,
-            security_versions={"os": 1},
             issued_at=int(time.time()),
             confirmation_key=self.client_key,
         )
-        return encode_evidence(claims, self.sign)
 
 
-def floor_per_second() -> float:
+def floor_per_second(device: BenchDevice) -> float:
     """(a): verify evidence + issue a certificate, as many times as fit in DURATION / 2."""
     now = dt.datetime.now(dt.UTC)
     root_key = ec.generate_private_key(ec.SECP256R1())
@@ -100,7 +92,6 @@ def floor_per_second() -> float:
     issuer = IssuingCa.of(
         key, build_tenant_ca(key.public_key(), root=root, tenant_id=uuid.uuid4(), plan=plan)
     )
-    device = BenchDevice()
     samples = [device.evidence(os.urandom(32)) for _ in range(500)]
     done = 0
     started = time.perf_counter()
@@ -146,27 +137,24 @@ def _start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.1)
 
 
-def _enrol(url: str, token: str, devices: list[BenchDevice]) -> None:
-    now = dt.datetime.now(dt.UTC)
-    ca_key, ca_cert = create_manufacturer_ca("Bench CA", now=now, validity_days=30)
+def _enrol(url: str, token: str, fleet: Fleet, devices: list[BenchDevice]) -> None:
     with Client(url, token) as client:
         client.register_manufacturer_ca(
-            "Bench", ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+            "Bench", fleet.ca_cert.public_bytes(serialization.Encoding.PEM).decode()
         )
-        client.register_os_release(stand_in_reference())
+        client.register_os_release(fleet.reference_values(description="bench fleet"))
         tenant = client.create_tenant(f"Bench {uuid.uuid4().hex[:6]}")
         claims = []
         for device in devices:
-            idevid = issue_idevid(
-                ca_key, ca_cert, device.key.public_key(), device.device_id, now=now
-            )
             statement = ClaimStatement(device.device_id, tenant.id, int(time.time()))
             claims.append(
                 schemas.DeviceClaim(
                     claim_statement=base64.urlsafe_b64encode(
-                        encode_claim_statement(statement, device.sign)
+                        encode_claim_statement(statement, device.rot.sign)
                     ).decode(),
-                    idevid=idevid.public_bytes(serialization.Encoding.PEM).decode(),
+                    idevid=load_idevid(device.folder)
+                    .public_bytes(serialization.Encoding.PEM)
+                    .decode(),
                 )
             )
         client.claim_devices(tenant.id, claims)
@@ -205,7 +193,7 @@ def _attest_loop(port: int, devices: list[BenchDevice], stop: float, counts: lis
     counts.append(done)
 
 
-def http_per_second() -> float:
+def http_per_second(fleet: Fleet, devices: list[BenchDevice]) -> float:
     """(b): full attestations per second against a real server on its own core."""
     with tempfile.TemporaryDirectory(prefix="opensphere-bench-") as folder:
         data_dir = Path(folder) / "data"
@@ -213,8 +201,7 @@ def http_per_second() -> float:
         server = _start_server(data_dir, port)
         try:
             url = f"http://127.0.0.1:{port}"
-            devices = [BenchDevice() for _ in range(DEVICES)]
-            _enrol(url, (data_dir / "operator-token").read_text().strip(), devices)
+            _enrol(url, (data_dir / "operator-token").read_text().strip(), fleet, devices)
             warm = time.perf_counter() + 1.0
             _attest_loop(port, devices, warm, [])
             counts: list[int] = []
@@ -238,11 +225,15 @@ def http_per_second() -> float:
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    os.sched_setaffinity(0, {SERVER_CORE})
-    floor = floor_per_second()
-    print(f"(a) in-process floor, one core: {floor:8.0f} verify+certificate per s")
-    os.sched_setaffinity(0, {CLIENT_CORE})
-    full = http_per_second()
+    with tempfile.TemporaryDirectory(prefix="opensphere-bench-fleet-") as folder:
+        root = Path(folder)
+        fleet = Fleet.create(root / "fleet", now=dt.datetime.now(dt.UTC))
+        devices = [BenchDevice(root / f"device-{i}", fleet) for i in range(DEVICES)]
+        os.sched_setaffinity(0, {SERVER_CORE})
+        floor = floor_per_second(devices[0])
+        print(f"(a) in-process floor, one core: {floor:8.0f} verify+certificate per s")
+        os.sched_setaffinity(0, {CLIENT_CORE})
+        full = http_per_second(fleet, devices)
     print(f"(b) over HTTP, server on one core: {full:8.0f} attestations per s")
     print(f"ratio b/a = {full / floor:.2f}")
 

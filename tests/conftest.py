@@ -23,6 +23,7 @@ from opensphere.service.keystore import FileKeyStore
 from opensphere.service.storage.db import Storage, sqlite_url
 from opensphere.service.storage.migrate import upgrade_schema
 from opensphere.service.storage.models import Base
+from opensphere.service.updates.blobs import FolderBlobStore
 from support.pgserver import PostgresServer
 
 ENGINES = ("sqlite", "postgresql")
@@ -128,7 +129,12 @@ class Api:
 def api(storage: Storage, clock: FixedClock, tmp_path: Path) -> Iterator[Api]:
     token_file = tmp_path / "operator-token"
     ensure_operator(storage, token_file, now=clock.now())
-    app = create_app(storage=storage, keys=FileKeyStore(tmp_path / "keys"), clock=clock)
+    app = create_app(
+        storage=storage,
+        keys=FileKeyStore(tmp_path / "keys"),
+        blobs=FolderBlobStore(tmp_path / "blobs"),
+        clock=clock,
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client=client, operator_token=token_file.read_text().strip())
 

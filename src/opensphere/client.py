@@ -6,13 +6,13 @@ It speaks only the wire protocol (`opensphere.api`); it never imports the servic
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
-from opensphere.api import schemas
+from opensphere.api import error_reports, schemas
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 DEFAULT_TIMEOUT = 30.0
@@ -92,7 +92,7 @@ class Client:
         path: str,
         *,
         json: Any = None,
-        content: bytes | None = None,
+        content: bytes | Iterable[bytes] | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
@@ -295,6 +295,12 @@ class Client:
     def os_releases(self) -> Iterator[schemas.OsRelease]:
         return self.iterate(schemas.OsRelease, "/v1/os-releases")
 
+    def delete_os_release(self, os_release_id: uuid.UUID) -> schemas.OsRelease:
+        return self._send(schemas.OsRelease, "DELETE", f"/v1/os-releases/{os_release_id}")
+
+    def minimum_security_versions(self) -> schemas.SecurityVersionMinimums:
+        return self._get(schemas.SecurityVersionMinimums, "/v1/minimum-security-versions")
+
     def set_minimum_security_versions(
         self, minimums: dict[str, int]
     ) -> schemas.SecurityVersionMinimums:
@@ -376,6 +382,145 @@ class Client:
             "POST", path, json=body.model_dump(mode="json"), params={"format": output.value}
         ).content
 
+    # --- images, deployments, OS feeds, TUF repositories ------------------------------
+
+    def upload_image(
+        self, tenant_id: uuid.UUID, chunks: Iterable[bytes], length: int
+    ) -> tuple[schemas.Image, bool]:
+        """Stream a package up; True if it is new, False if the same one was there already."""
+        response = self.raw(
+            "POST",
+            f"/v1/tenants/{tenant_id}/images",
+            content=chunks,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
+        )
+        return schemas.Image.model_validate_json(response.content), response.status_code == 201
+
+    def images(self, tenant_id: uuid.UUID) -> Iterator[schemas.Image]:
+        return self.iterate(schemas.Image, f"/v1/tenants/{tenant_id}/images")
+
+    def image(self, tenant_id: uuid.UUID, image_id: uuid.UUID) -> schemas.Image:
+        return self._get(schemas.Image, f"/v1/tenants/{tenant_id}/images/{image_id}")
+
+    def download_image(self, tenant_id: uuid.UUID, image_id: uuid.UUID, out: IO[bytes]) -> int:
+        return self.download(f"/v1/tenants/{tenant_id}/images/{image_id}/content", out)
+
+    def download(self, path: str, out: IO[bytes]) -> int:
+        """Stream a binary answer into `out`; the number of bytes written."""
+        written = 0
+        try:
+            with self._http.stream("GET", path) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _api_error(response)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        except httpx.TransportError as exc:
+            raise ServiceUnreachableError(
+                f"cannot reach the service at {self.base_url}: {exc}"
+            ) from exc
+        return written
+
+    def create_deployment(
+        self, tenant_id: uuid.UUID, group_id: uuid.UUID, body: schemas.DeploymentCreate
+    ) -> schemas.Deployment:
+        return self._send(
+            schemas.Deployment,
+            "POST",
+            f"/v1/tenants/{tenant_id}/device-groups/{group_id}/deployments",
+            body.model_dump(mode="json"),
+        )
+
+    def deployments(
+        self, tenant_id: uuid.UUID, group_id: uuid.UUID
+    ) -> Iterator[schemas.Deployment]:
+        return self.iterate(
+            schemas.Deployment, f"/v1/tenants/{tenant_id}/device-groups/{group_id}/deployments"
+        )
+
+    def deployment(
+        self, tenant_id: uuid.UUID, group_id: uuid.UUID, deployment_id: uuid.UUID
+    ) -> schemas.Deployment:
+        return self._get(
+            schemas.Deployment,
+            f"/v1/tenants/{tenant_id}/device-groups/{group_id}/deployments/{deployment_id}",
+        )
+
+    def update_deployment(
+        self,
+        tenant_id: uuid.UUID,
+        group_id: uuid.UUID,
+        deployment_id: uuid.UUID,
+        body: schemas.DeploymentUpdate,
+    ) -> schemas.Deployment:
+        return self._send(
+            schemas.Deployment,
+            "PATCH",
+            f"/v1/tenants/{tenant_id}/device-groups/{group_id}/deployments/{deployment_id}",
+            body.model_dump(mode="json", exclude_none=True),
+        )
+
+    def os_image_signers(self) -> schemas.OsImageSigners:
+        return self._get(schemas.OsImageSigners, "/v1/os-image-signers")
+
+    def set_os_image_signers(self, body: schemas.OsImageSigners) -> schemas.OsImageSigners:
+        return self._send(
+            schemas.OsImageSigners, "PUT", "/v1/os-image-signers", body.model_dump(mode="json")
+        )
+
+    def add_os_image(self, os_release_id: uuid.UUID, package: bytes) -> schemas.OsRelease:
+        response = self.raw(
+            "POST",
+            f"/v1/os-releases/{os_release_id}/images",
+            content=package,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return schemas.OsRelease.model_validate_json(response.content)
+
+    def publish_os_release(
+        self, os_release_id: uuid.UUID, feed: schemas.OsFeed
+    ) -> schemas.OsRelease:
+        body = schemas.OsReleasePublish(feed=feed)
+        return self._send(
+            schemas.OsRelease,
+            "POST",
+            f"/v1/os-releases/{os_release_id}/publish",
+            body.model_dump(mode="json"),
+        )
+
+    def tuf_root(self, tenant_id: uuid.UUID) -> schemas.TufRoot:
+        return self._get(schemas.TufRoot, f"/v1/tenants/{tenant_id}/tuf/root")
+
+    def rotate_tuf_root(self, tenant_id: uuid.UUID, root: bytes) -> schemas.TufRoot:
+        body = schemas.TufRootRotation(root=root.decode())
+        return self._send(
+            schemas.TufRoot, "POST", f"/v1/tenants/{tenant_id}/tuf/root", body.model_dump()
+        )
+
+    def tuf_state(self, tenant_id: uuid.UUID) -> schemas.TufState:
+        return self._get(schemas.TufState, f"/v1/tenants/{tenant_id}/tuf/state")
+
+    def download_tuf_blob(self, tenant_id: uuid.UUID, sha256: str, out: IO[bytes]) -> int:
+        return self.download(f"/v1/tenants/{tenant_id}/tuf/blobs/{sha256}", out)
+
+    def device_trust(self, credential: str) -> schemas.DeviceTrust:
+        response = self.raw(
+            "GET", "/v1/device/trust", headers={"Authorization": f"Device {credential}"}
+        )
+        return schemas.DeviceTrust.model_validate_json(response.content)
+
+    def report_update_status(
+        self, credential: str, report: schemas.UpdateStatusReport
+    ) -> schemas.DeviceUpdateStatus:
+        response = self.raw(
+            "POST",
+            "/v1/device/update-status",
+            json=report.model_dump(mode="json"),
+            headers={"Authorization": f"Device {credential}"},
+        )
+        return schemas.DeviceUpdateStatus.model_validate_json(response.content)
+
     # --- device endpoints (no user token: the device proves itself) -----------------
 
     def attestation_challenge(self, device_id: str) -> schemas.Challenge:
@@ -401,6 +546,90 @@ class Client:
             "GET", "/v1/device/me", headers={"Authorization": f"Device {credential}"}
         )
         return schemas.DeviceIdentity.model_validate_json(response.content)
+
+    # --- failure reporting (device side) -------------------------------------------
+
+    def reporting_config(self, credential: str) -> error_reports.ReportingConfig:
+        response = self.raw(
+            "GET", "/v1/device/reporting-config", headers={"Authorization": f"Device {credential}"}
+        )
+        return error_reports.ReportingConfig.model_validate_json(response.content)
+
+    def upload_error_events(self, credential: str, batch: bytes) -> error_reports.IngestAnswer:
+        response = self.raw(
+            "POST",
+            "/v1/device/error-reports",
+            content=batch,
+            headers={"Authorization": f"Device {credential}", "Content-Type": "application/json"},
+        )
+        return error_reports.IngestAnswer.model_validate_json(response.content)
+
+    def upload_crash_dump(
+        self,
+        credential: str,
+        dump: bytes,
+        *,
+        event_id: uuid.UUID | None,
+        component_id: uuid.UUID | None,
+        image_id: uuid.UUID | None,
+    ) -> error_reports.CrashDump:
+        params = {"event_id": event_id, "component_id": component_id, "image_id": image_id}
+        response = self.raw(
+            "POST",
+            "/v1/device/crash-dumps",
+            content=dump,
+            params={k: str(v) for k, v in params.items() if v is not None},
+            headers={
+                "Authorization": f"Device {credential}",
+                "Content-Type": "application/octet-stream",
+            },
+        )
+        return error_reports.CrashDump.model_validate_json(response.content)
+
+    # --- failure reporting (people) ------------------------------------------------
+
+    def error_report(
+        self, tenant_id: uuid.UUID, *, limit: int | None = None, **filters: Any
+    ) -> Iterator[error_reports.ErrorReportRow]:
+        return self.iterate(
+            error_reports.ErrorReportRow,
+            f"/v1/tenants/{tenant_id}/error-reports",
+            limit=limit,
+            **filters,
+        )
+
+    def problems(self, tenant_id: uuid.UUID) -> Iterator[error_reports.Problem]:
+        return self.iterate(error_reports.Problem, f"/v1/tenants/{tenant_id}/problems")
+
+    def problem(self, tenant_id: uuid.UUID, problem_id: uuid.UUID) -> error_reports.ProblemDetail:
+        return self._get(
+            error_reports.ProblemDetail, f"/v1/tenants/{tenant_id}/problems/{problem_id}"
+        )
+
+    def crash_dumps(
+        self, tenant_id: uuid.UUID, device_id: str | None = None
+    ) -> Iterator[error_reports.CrashDump]:
+        return self.iterate(
+            error_reports.CrashDump, f"/v1/tenants/{tenant_id}/crash-dumps", device_id=device_id
+        )
+
+    def download_crash_dump(self, tenant_id: uuid.UUID, dump_id: uuid.UUID) -> bytes:
+        return self.raw("GET", f"/v1/tenants/{tenant_id}/crash-dumps/{dump_id}").content
+
+    def error_report_settings(self, tenant_id: uuid.UUID) -> error_reports.ErrorReportSettings:
+        return self._get(
+            error_reports.ErrorReportSettings, f"/v1/tenants/{tenant_id}/error-report-settings"
+        )
+
+    def set_error_report_settings(
+        self, tenant_id: uuid.UUID, settings: error_reports.ErrorReportSettings
+    ) -> error_reports.ErrorReportSettings:
+        return self._send(
+            error_reports.ErrorReportSettings,
+            "PUT",
+            f"/v1/tenants/{tenant_id}/error-report-settings",
+            settings.model_dump(mode="json"),
+        )
 
 
 def _api_error(response: httpx.Response) -> ApiError:

@@ -1,4 +1,8 @@
-"""Manufacture → claim → attest, all through the `sphere` CLI against a real `sphere server`."""
+"""Manufacture → register the OS → claim → boot and attest, all through the `sphere` CLI.
+
+Against a real `sphere server`; the devices boot their real, signed OS release, and the
+operator registers that release's reference values from the fleet folder.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,6 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from opensphere.client import Client
-from opensphere.device.agent import stand_in_reference
 from support.service import SPHERE, running_service
 
 pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.slow]
@@ -32,6 +34,13 @@ def test_manufacture_claim_attest_through_the_cli(tmp_path: Path) -> None:
     def as_json(*args: str) -> Any:
         return json.loads(sphere(*args, "-o", "json"))
 
+    def refused(*args: str) -> str:
+        result = subprocess.run(
+            [SPHERE, *args], env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 1, f"sphere {args}: {result.stdout}"
+        return result.stderr
+
     with running_service(tmp_path / "data") as service:
         sphere("login", "--url", service.url, "--token-file", str(service.operator_token_file))
         tenant = as_json("tenant", "create", "Contoso")
@@ -40,9 +49,6 @@ def test_manufacture_claim_attest_through_the_cli(tmp_path: Path) -> None:
         sphere(
             "manufacturer", "ca", "register", str(ca_dir / "manufacturer-ca.pem"), "--name", "Mfg"
         )
-        token = service.operator_token_file.read_text().strip()
-        with Client(service.url, token) as client:
-            client.register_os_release(stand_in_reference())
         made = as_json(
             "device",
             "manufacture",
@@ -54,19 +60,56 @@ def test_manufacture_claim_attest_through_the_cli(tmp_path: Path) -> None:
             "2",
         )
         assert len(made) == 2
+        reference = as_json("device-emulator", "reference-values", "--fleet", str(ca_dir))
+        assert [m["stage"] for m in reference["measurements"]] == [
+            "trusted-keystore",
+            "bootloader",
+            "security-monitor",
+            "os",
+        ]
+        release_file = tmp_path / "release.json"
+        release_file.write_text(json.dumps(reference))
+        from_file = as_json("os-release", "register", "--file", str(release_file))
+        assert from_file["measurements"] == reference["measurements"]
+        assert as_json("os-release", "delete", reference["version"])["id"] == from_file["id"]
+        registered = as_json(
+            "os-release", "register", "--fleet", str(ca_dir), "--description", "initial"
+        )
+        assert (registered["version"], registered["description"]) == (
+            reference["version"],
+            "initial",
+        )
+        assert [r["id"] for r in as_json("os-release", "list")] == [registered["id"]]
+        minimums = as_json("security-version", "set", "os=1", "security-monitor=1")
+        assert minimums == {"os": 1, "security-monitor": 1}
+        assert as_json("security-version", "show") == minimums
+
         as_json("product", "create", "--name", "Kettle")
         claimed = as_json("device", "claim", str(tmp_path / "devices"), "-g", "Kettle/Production")
         assert {d["device_id"] for d in claimed} == {d["device_id"] for d in made}
-        device = made[0]
+        device, fallback = made
         attested = sphere("device-emulator", "attest", device["folder"], "--url", service.url)
         assert "attested" in attested
         shown = as_json("device", "show", device["device_id"])
         assert shown["last_attestation_result"] == "Passed"
+        assert shown["os_version"] == registered["version"]
         assert shown["certificate_expires_at"] is not None
         again = sphere(
             "device-emulator", "attest", device["folder"], "--url", service.url, "--if-due"
         )
         assert "still valid" in again
+
+        slots = Path(fallback["folder"]) / "slots"
+        _flip_a_byte(slots / "a" / "os.imagepackage")
+        sphere("device-emulator", "attest", fallback["folder"], "--url", service.url)
+        assert as_json("device", "show", fallback["device_id"])["last_attestation_result"] == (
+            "Passed"
+        )
+        _flip_a_byte(slots / "b" / "os.imagepackage")
+        unbootable = refused("device-emulator", "attest", fallback["folder"], "--url", service.url)
+        assert "boot failed" in unbootable
+        assert "no OS slot verified" in unbootable
+
         anchor_file = tmp_path / "tenant-ca.pem"
         sphere("ca-certificate", "download", "-f", str(anchor_file))
         listed = as_json("ca-certificate", "list")
@@ -84,13 +127,13 @@ def test_manufacture_claim_attest_through_the_cli(tmp_path: Path) -> None:
         x509.load_der_x509_certificate(proof_file.read_bytes()).verify_directly_issued_by(anchor)
         disabled = as_json("device", "update", device["device_id"], "--disable")
         assert disabled["enabled"] is False
-        refused = subprocess.run(
-            [SPHERE, "device-emulator", "attest", device["folder"], "--url", service.url],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert refused.returncode == 1
-        assert "attestation_refused" in refused.stderr
+        stderr = refused("device-emulator", "attest", device["folder"], "--url", service.url)
+        assert "attestation_refused" in stderr
         assert tenant["name"] == "Contoso"
+
+
+def _flip_a_byte(path: Path) -> None:
+    """Damage a signed image in the body, as a bad flash write or an attacker would."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))

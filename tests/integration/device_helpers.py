@@ -1,22 +1,30 @@
-"""Builders for device tests: a trusted manufacturer, emulated devices, claims and evidence."""
+"""Builders for device tests: a trusted manufacturer's fleet, its devices, claims and evidence.
+
+Devices are real emulated devices of a fleet (flash, signed OS release in both slots), and
+the known-good measurements are the fleet's reference values, the ones its devices measure
+when they boot. Make one fleet per test module: creating one signs its OS release.
+"""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi.testclient import TestClient
 
 from conftest import Api
-from opensphere.factory import create_manufacturer_ca, load_idevid, manufacture_device
+from opensphere.device.emulator import Fleet, create_emulated_device
+from opensphere.device.policy import BOOT_STAGES
+from opensphere.factory import create_manufacturer_ca, load_idevid
 from opensphere.formats.claim import ClaimStatement, encode_claim_statement
 from opensphere.formats.evidence import (
     EvidenceClaims,
@@ -28,46 +36,50 @@ from opensphere.formats.evidence import (
 )
 from opensphere.rot import EmulatedRootOfTrust
 
-OS_VERSION = "26.01"
-STAGES = ("bootloader", "security-monitor", "os")
+FLEET_AGE = dt.timedelta(days=7)
 
 
-def stand_in_digest(stage: str, version: str = OS_VERSION) -> bytes:
-    return hashlib.sha256(f"stand-in {stage} {version}".encode()).digest()
+def new_fleet(folder: Path) -> Fleet:
+    """A fleet whose CA is a week old, so tests may manufacture devices in the recent past."""
+    return Fleet.create(folder, now=dt.datetime.now(dt.UTC) - FLEET_AGE)
 
 
-def good_measurements(version: str = OS_VERSION) -> tuple[Measurement, ...]:
-    return tuple(Measurement(stage, stand_in_digest(stage, version)) for stage in STAGES)
+def new_ca_certificate(now: dt.datetime, name: str = "Contoso Devices CA") -> x509.Certificate:
+    """A manufacturer CA certificate alone, for tests that only register one."""
+    return create_manufacturer_ca(name, now=now, validity_days=3650)[1]
 
 
-@dataclass
-class Manufacturer:
-    key: ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
-
-    @property
-    def pem(self) -> str:
-        return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
+def pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def new_manufacturer(now: dt.datetime, name: str = "Contoso Devices CA") -> Manufacturer:
-    return Manufacturer(*create_manufacturer_ca(name, now=now, validity_days=3650))
-
-
-def register_manufacturer(api: Api, manufacturer: Manufacturer) -> dict[str, Any]:
+def register_manufacturer(api: Api, certificate: x509.Certificate) -> dict[str, Any]:
     response = api.client.post(
         "/v1/manufacturer-cas",
-        json={"name": f"M {uuid.uuid4().hex[:8]}", "certificate": manufacturer.pem},
+        json={"name": f"M {uuid.uuid4().hex[:8]}", "certificate": pem(certificate)},
         headers=api.operator,
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
 
 
+def reference_measurements(fleet: Fleet) -> tuple[Measurement, ...]:
+    """What every device of the fleet measures when it boots the fleet's release."""
+    return tuple(
+        Measurement(m.stage, bytes.fromhex(m.digest)) for m in fleet.reference_values().measurements
+    )
+
+
+def fleet_security_versions(version: int = 1) -> dict[str, int]:
+    """The fuses a device reports, one per boot stage, all at ``version``."""
+    return {stage.name: version for stage in BOOT_STAGES}
+
+
 @dataclass
 class EmulatedDevice:
     folder: Path
     rot: EmulatedRootOfTrust
+    fleet: Fleet
 
     @property
     def device_id(self) -> str:
@@ -75,12 +87,12 @@ class EmulatedDevice:
 
     @property
     def idevid_pem(self) -> str:
-        return load_idevid(self.folder).public_bytes(serialization.Encoding.PEM).decode()
+        return pem(load_idevid(self.folder))
 
 
-def make_device(folder: Path, manufacturer: Manufacturer, now: dt.datetime) -> EmulatedDevice:
-    manufacture_device(folder, manufacturer.key, manufacturer.certificate, now=now)
-    return EmulatedDevice(folder, EmulatedRootOfTrust.open(folder))
+def make_device(folder: Path, fleet: Fleet, now: dt.datetime) -> EmulatedDevice:
+    create_emulated_device(folder, fleet, now=now)
+    return EmulatedDevice(folder, EmulatedRootOfTrust.open(folder), fleet)
 
 
 def claim_item(device: EmulatedDevice, tenant_id: str, now: dt.datetime) -> dict[str, str]:
@@ -111,19 +123,13 @@ def claim(
     )
 
 
-def register_release(
-    api: Api, version: str = OS_VERSION, measurements: tuple[Measurement, ...] | None = None
-) -> dict[str, Any]:
+def register_release(api: Api, fleet: Fleet, *, version: str | None = None) -> dict[str, Any]:
+    """Register the fleet's reference values, under another version if given."""
+    release = fleet.reference_values()
+    if version is not None:
+        release = release.model_copy(update={"version": version})
     response = api.client.post(
-        "/v1/os-releases",
-        json={
-            "version": version,
-            "measurements": [
-                {"stage": m.stage, "digest": m.digest.hex()}
-                for m in (measurements or good_measurements(version))
-            ],
-        },
-        headers=api.operator,
+        "/v1/os-releases", json=release.model_dump(mode="json"), headers=api.operator
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
@@ -141,27 +147,39 @@ def make_evidence(
     nonce: bytes,
     now: dt.datetime,
     *,
-    os_version: str = OS_VERSION,
+    os_version: str | None = None,
     measurements: tuple[Measurement, ...] | None = None,
     boot_register: bytes | None = None,
     security_versions: Mapping[str, int] | None = None,
     confirmation_key: ec.EllipticCurvePublicKey | None = None,
     sign: Callable[[bytes], bytes] | None = None,
 ) -> bytes:
-    measured = good_measurements(os_version) if measurements is None else measurements
+    """Evidence as the device signs it after booting its fleet's release, unless overridden."""
+    measured = reference_measurements(device.fleet) if measurements is None else measurements
     claims = EvidenceClaims(
         device_id=device.rot.device_id,
         nonce=nonce,
         measurements=measured,
         boot_register=replay_register(measured) if boot_register is None else boot_register,
-        os_version=os_version,
+        os_version=os_version or device.fleet.reference_values().version,
         security_state=SecurityState.SECURE,
         manufacturing_state=ManufacturingState.DEVICE_COMPLETE,
-        security_versions=dict(security_versions or {"os": 3}),
+        security_versions=dict(security_versions or fleet_security_versions()),
         issued_at=int(now.timestamp()),
         confirmation_key=confirmation_key,
     )
     return encode_evidence(claims, sign or device.rot.sign)
+
+
+class AppTransport(httpx.BaseTransport):
+    """Hands a `Client`'s requests to the in-process app, so a device agent can talk to it."""
+
+    def __init__(self, app_client: TestClient) -> None:
+        self._app_client = app_client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response: httpx.Response = self._app_client.send(request)
+        return response
 
 
 def post_evidence(api: Api, evidence: bytes) -> Any:

@@ -17,21 +17,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from device_helpers import (
     EmulatedDevice,
-    Manufacturer,
     challenge,
     claim,
     claim_item,
-    good_measurements,
+    fleet_security_versions,
     make_device,
     make_evidence,
-    new_manufacturer,
+    new_fleet,
     post_evidence,
+    reference_measurements,
     register_manufacturer,
     register_release,
 )
 from helpers import assert_problem, create_tenant, member
 
 from conftest import Api, FixedClock
+from opensphere.device.emulator import INITIAL_OS_VERSION, Fleet
 from opensphere.formats.evidence import Measurement
 from opensphere.formats.signatures import raw_signature_from_der
 
@@ -39,12 +40,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::opensphere.rot.EmulatedRootOfTr
 
 
 @dataclass
-class Fleet:
+class World:
+    """Two devices of the vendor's fleet, claimed into one tenant."""
+
     api: Api
     clock: FixedClock
     tenant_id: str
     devices: list[EmulatedDevice]
-    manufacturer: Manufacturer
+    vendor: Fleet
 
     def device_row(self, device: EmulatedDevice) -> dict[str, Any]:
         response = self.api.client.get(
@@ -57,16 +60,20 @@ class Fleet:
         return make_evidence(device, nonce, self.clock.now(), **options)
 
 
+@pytest.fixture(scope="module")
+def vendor(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    return new_fleet(tmp_path_factory.mktemp("fleet"))
+
+
 @pytest.fixture
-def fleet(api: Api, clock: FixedClock, tmp_path: Path) -> Fleet:
-    maker = new_manufacturer(clock.now() - dt.timedelta(days=1))
-    register_manufacturer(api, maker)
-    register_release(api)
+def fleet(api: Api, clock: FixedClock, tmp_path: Path, vendor: Fleet) -> World:
+    register_manufacturer(api, vendor.ca_cert)
+    register_release(api, vendor)
     tenant = create_tenant(api)
-    devices = [make_device(tmp_path / f"d{i}", maker, clock.now()) for i in range(2)]
+    devices = [make_device(tmp_path / f"d{i}", vendor, clock.now()) for i in range(2)]
     response = claim(api, tenant["id"], [claim_item(d, tenant["id"], clock.now()) for d in devices])
     assert response.status_code == 201, response.text
-    return Fleet(api, clock, tenant["id"], devices, maker)
+    return World(api, clock, tenant["id"], devices, vendor)
 
 
 @pytest.fixture
@@ -84,13 +91,13 @@ def assert_refused(response: Any, logs: pytest.LogCaptureFixture, reason: str) -
     ), [r.getMessage() for r in logs.records]
 
 
-def assert_untouched(fleet: Fleet, device: EmulatedDevice) -> None:
+def assert_untouched(fleet: World, device: EmulatedDevice) -> None:
     row = fleet.device_row(device)
     assert row["last_attestation_at"] is None
     assert row["certificate_expires_at"] is None
 
 
-def test_passing_attestation_returns_a_24h_certificate_and_a_credential(fleet: Fleet) -> None:
+def test_passing_attestation_returns_a_24h_certificate_and_a_credential(fleet: World) -> None:
     device = fleet.devices[0]
     client_key = ec.generate_private_key(ec.SECP256R1())
     evidence = fleet.evidence_for(device, confirmation_key=client_key.public_key())
@@ -111,7 +118,7 @@ def test_passing_attestation_returns_a_24h_certificate_and_a_credential(fleet: F
     row = fleet.device_row(device)
     assert row["last_attestation_result"] == "Passed"
     assert row["last_attestation_at"] is not None
-    assert row["os_version"] == "26.01"
+    assert row["os_version"] == INITIAL_OS_VERSION
     me = fleet.api.client.get(
         "/v1/device/me", headers={"Authorization": f"Device {grant['credential']}"}
     )
@@ -119,7 +126,7 @@ def test_passing_attestation_returns_a_24h_certificate_and_a_credential(fleet: F
     assert me.json()["device_id"] == device.device_id
 
 
-def test_certificate_certifies_the_identity_key_without_cnf(fleet: Fleet) -> None:
+def test_certificate_certifies_the_identity_key_without_cnf(fleet: World) -> None:
     device = fleet.devices[0]
     grant = post_evidence(fleet.api, fleet.evidence_for(device)).json()
     certificate = x509.load_pem_x509_certificate(grant["certificate"].encode())
@@ -127,7 +134,7 @@ def test_certificate_certifies_the_identity_key_without_cnf(fleet: Fleet) -> Non
 
 
 def test_forged_evidence_signed_by_another_key_is_refused(
-    fleet: Fleet, refusals: pytest.LogCaptureFixture
+    fleet: World, refusals: pytest.LogCaptureFixture
 ) -> None:
     device = fleet.devices[0]
     other = ec.generate_private_key(ec.SECP256R1())
@@ -140,7 +147,7 @@ def test_forged_evidence_signed_by_another_key_is_refused(
     assert_untouched(fleet, device)
 
 
-def test_replayed_nonce_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixture) -> None:
+def test_replayed_nonce_is_refused(fleet: World, refusals: pytest.LogCaptureFixture) -> None:
     device = fleet.devices[0]
     nonce = challenge(fleet.api, device.device_id)
     first = make_evidence(device, nonce, fleet.clock.now())
@@ -153,7 +160,7 @@ def test_replayed_nonce_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixt
     assert fleet.device_row(device) == before
 
 
-def test_expired_nonce_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixture) -> None:
+def test_expired_nonce_is_refused(fleet: World, refusals: pytest.LogCaptureFixture) -> None:
     device = fleet.devices[0]
     nonce = challenge(fleet.api, device.device_id)
     fleet.clock.advance(dt.timedelta(seconds=61))
@@ -163,7 +170,7 @@ def test_expired_nonce_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixtu
 
 
 def test_nonce_of_another_device_is_refused(
-    fleet: Fleet, refusals: pytest.LogCaptureFixture
+    fleet: World, refusals: pytest.LogCaptureFixture
 ) -> None:
     first, second = fleet.devices
     nonce = challenge(fleet.api, first.device_id)
@@ -177,20 +184,20 @@ def test_nonce_of_another_device_is_refused(
     )
 
 
-def test_tampered_measurement_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixture) -> None:
+def test_tampered_measurement_is_refused(fleet: World, refusals: pytest.LogCaptureFixture) -> None:
     device = fleet.devices[0]
-    good = good_measurements()
-    tampered = (*good[:2], Measurement("os", b"\x66" * 32))
+    good = reference_measurements(fleet.vendor)
+    tampered = (*good[:-1], Measurement("os", b"\x66" * 32))
     evidence = fleet.evidence_for(device, measurements=tampered, boot_register=b"\x00" * 32)
     assert_refused(post_evidence(fleet.api, evidence), refusals, "invalid_evidence")
     assert_untouched(fleet, device)
 
 
 def test_unknown_os_measurement_is_refused_and_recorded(
-    fleet: Fleet, refusals: pytest.LogCaptureFixture
+    fleet: World, refusals: pytest.LogCaptureFixture
 ) -> None:
     device = fleet.devices[0]
-    patched = (*good_measurements()[:2], Measurement("os", b"\x66" * 32))
+    patched = (*reference_measurements(fleet.vendor)[:-1], Measurement("os", b"\x66" * 32))
     evidence = fleet.evidence_for(device, measurements=patched)
     assert_refused(post_evidence(fleet.api, evidence), refusals, "unknown_measurement")
     row = fleet.device_row(device)
@@ -199,31 +206,31 @@ def test_unknown_os_measurement_is_refused_and_recorded(
     assert row["certificate_expires_at"] is None
 
 
-def test_unknown_os_version_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixture) -> None:
+def test_unknown_os_version_is_refused(fleet: World, refusals: pytest.LogCaptureFixture) -> None:
     device = fleet.devices[0]
     evidence = fleet.evidence_for(device, os_version="99.99")
     assert_refused(post_evidence(fleet.api, evidence), refusals, "unknown_os_version")
 
 
 def test_downgraded_security_version_is_refused(
-    fleet: Fleet, refusals: pytest.LogCaptureFixture
+    fleet: World, refusals: pytest.LogCaptureFixture
 ) -> None:
     device = fleet.devices[0]
     raised = fleet.api.client.put(
         "/v1/minimum-security-versions", json={"minimums": {"os": 4}}, headers=fleet.api.operator
     )
     assert raised.status_code == 200, raised.text
-    evidence = fleet.evidence_for(device, security_versions={"os": 3})
+    evidence = fleet.evidence_for(device, security_versions=fleet_security_versions(3))
     assert_refused(post_evidence(fleet.api, evidence), refusals, "security_version_too_low")
     assert fleet.device_row(device)["certificate_expires_at"] is None
-    upgraded = fleet.evidence_for(device, security_versions={"os": 4})
+    upgraded = fleet.evidence_for(device, security_versions=fleet_security_versions(4))
     assert post_evidence(fleet.api, upgraded).status_code == 200
 
 
 def test_unclaimed_device_is_refused(
-    fleet: Fleet, refusals: pytest.LogCaptureFixture, tmp_path: Path
+    fleet: World, refusals: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    stranger = make_device(tmp_path / "stranger", fleet.manufacturer, fleet.clock.now())
+    stranger = make_device(tmp_path / "stranger", fleet.vendor, fleet.clock.now())
     response = fleet.api.client.post(
         "/v1/device/attestation/challenge", json={"device_id": stranger.device_id}
     )
@@ -234,10 +241,10 @@ def test_unclaimed_device_is_refused(
 
 
 def test_device_of_another_tenant_gets_its_own_tenants_certificate(
-    fleet: Fleet, tmp_path: Path
+    fleet: World, tmp_path: Path
 ) -> None:
     other = create_tenant(fleet.api)
-    foreign = make_device(tmp_path / "foreign", fleet.manufacturer, fleet.clock.now())
+    foreign = make_device(tmp_path / "foreign", fleet.vendor, fleet.clock.now())
     claim(fleet.api, other["id"], [claim_item(foreign, other["id"], fleet.clock.now())])
     grant = post_evidence(fleet.api, fleet.evidence_for(foreign)).json()
     tenant_ca = x509.load_pem_x509_certificate(grant["chain"][0].encode())
@@ -250,7 +257,7 @@ def test_device_of_another_tenant_gets_its_own_tenants_certificate(
     assert_problem(seen, 404, "device_not_found")
 
 
-def test_disabled_device_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixture) -> None:
+def test_disabled_device_is_refused(fleet: World, refusals: pytest.LogCaptureFixture) -> None:
     device = fleet.devices[0]
     nonce = challenge(fleet.api, device.device_id)
     url = f"/v1/tenants/{fleet.tenant_id}/devices/{device.device_id}"
@@ -264,7 +271,7 @@ def test_disabled_device_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFix
     assert_refused(again, refusals, "device_disabled")
 
 
-def test_disabled_device_credential_is_refused(fleet: Fleet) -> None:
+def test_disabled_device_credential_is_refused(fleet: World) -> None:
     device = fleet.devices[0]
     grant = post_evidence(fleet.api, fleet.evidence_for(device)).json()
     url = f"/v1/tenants/{fleet.tenant_id}/devices/{device.device_id}"
@@ -279,12 +286,12 @@ def test_disabled_device_credential_is_refused(fleet: Fleet) -> None:
     "credential",
     ["", "osd1.e30.AAAA", "osd1.not.valid.at.all", "Bearer something", "x" * 2000],
 )
-def test_bad_device_credentials_are_refused(fleet: Fleet, credential: str) -> None:
+def test_bad_device_credentials_are_refused(fleet: World, credential: str) -> None:
     me = fleet.api.client.get("/v1/device/me", headers={"Authorization": f"Device {credential}"})
     assert_problem(me, 403, "device_refused")
 
 
-def test_expired_device_credential_is_refused(fleet: Fleet) -> None:
+def test_expired_device_credential_is_refused(fleet: World) -> None:
     grant = post_evidence(fleet.api, fleet.evidence_for(fleet.devices[0])).json()
     fleet.clock.advance(dt.timedelta(hours=24, seconds=1))
     me = fleet.api.client.get(
@@ -294,7 +301,7 @@ def test_expired_device_credential_is_refused(fleet: Fleet) -> None:
 
 
 def test_evidence_with_a_wrong_ueid_is_refused(
-    fleet: Fleet, refusals: pytest.LogCaptureFixture
+    fleet: World, refusals: pytest.LogCaptureFixture
 ) -> None:
     device = fleet.devices[0]
     evidence = fleet.evidence_for(device)
@@ -319,16 +326,16 @@ def test_evidence_with_a_wrong_ueid_is_refused(
     ids=["empty", "garbage", "array", "empty-sign1", "deep-nesting"],
 )
 def test_malformed_cbor_is_refused(
-    fleet: Fleet, refusals: pytest.LogCaptureFixture, body: bytes
+    fleet: World, refusals: pytest.LogCaptureFixture, body: bytes
 ) -> None:
     assert_refused(post_evidence(fleet.api, body), refusals, "invalid_evidence")
 
 
-def test_oversized_evidence_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixture) -> None:
+def test_oversized_evidence_is_refused(fleet: World, refusals: pytest.LogCaptureFixture) -> None:
     assert_refused(post_evidence(fleet.api, b"\x00" * (64 * 1024)), refusals, "oversized_evidence")
 
 
-def test_wrong_cose_algorithm_is_refused(fleet: Fleet, refusals: pytest.LogCaptureFixture) -> None:
+def test_wrong_cose_algorithm_is_refused(fleet: World, refusals: pytest.LogCaptureFixture) -> None:
     device = fleet.devices[0]
     tagged = cbor2.loads(fleet.evidence_for(device))
     protected = cbor2.loads(tagged.value[0])
@@ -343,7 +350,7 @@ def test_wrong_cose_algorithm_is_refused(fleet: Fleet, refusals: pytest.LogCaptu
     "body",
     [b"", b"{}", b'{"device_id": "ABC"}', b"[1]", b'{"device_id": 7}', b"x" * 5000],
 )
-def test_bad_challenge_requests_are_refused(fleet: Fleet, body: bytes) -> None:
+def test_bad_challenge_requests_are_refused(fleet: World, body: bytes) -> None:
     response = fleet.api.client.post(
         "/v1/device/attestation/challenge",
         content=body,
@@ -352,7 +359,7 @@ def test_bad_challenge_requests_are_refused(fleet: Fleet, body: bytes) -> None:
     assert_problem(response, 400, "invalid_request")
 
 
-def test_nonces_are_single_use_across_service_processes(fleet: Fleet, tmp_path: Path) -> None:
+def test_nonces_are_single_use_across_service_processes(fleet: World, tmp_path: Path) -> None:
     """A second app on the same database (another process) sees the nonce as used."""
     from fastapi.testclient import TestClient
 
@@ -363,6 +370,7 @@ def test_nonces_are_single_use_across_service_processes(fleet: Fleet, tmp_path: 
     second = create_app(
         storage=app.state.storage,  # type: ignore[attr-defined]
         keys=FileKeyStore(tmp_path / "keys"),
+        blobs=app.state.blobs,  # type: ignore[attr-defined]
         clock=fleet.clock,
     )
     device = fleet.devices[0]

@@ -15,7 +15,7 @@ from device_helpers import (
     claim_item,
     make_device,
     make_evidence,
-    new_manufacturer,
+    new_fleet,
     post_evidence,
     register_manufacturer,
     register_release,
@@ -99,8 +99,8 @@ def _renew_operator_token(api: Api) -> None:
 def test_rotation_successor_then_activation_then_expiry(
     api: Api, clock: FixedClock, tmp_path: Path
 ) -> None:
-    maker = new_manufacturer(clock.now() - DAY)
-    register_manufacturer(api, maker)
+    maker = new_fleet(tmp_path / "fleet")
+    register_manufacturer(api, maker.ca_cert)
     tenant = create_tenant(api)
     _renew_operator_token(api)
     assert _statuses(api, tenant["id"]) == [(1, "Active")]
@@ -109,7 +109,7 @@ def test_rotation_successor_then_activation_then_expiry(
     _renew_operator_token(api)
     clock.advance(45 * DAY)
     assert _statuses(api, tenant["id"]) == [(1, "Inactive"), (2, "Active")]
-    register_release(api)
+    register_release(api, maker)
     device = make_device(tmp_path / "d", maker, clock.now())
     claim(api, tenant["id"], [claim_item(device, tenant["id"], clock.now())])
     nonce = challenge(api, device.device_id)

@@ -8,30 +8,33 @@ from pathlib import Path
 import pytest
 from device_helpers import (
     EmulatedDevice,
-    Manufacturer,
     claim,
     claim_item,
     make_device,
-    new_manufacturer,
+    new_fleet,
+    pem,
     register_manufacturer,
 )
 from helpers import assert_problem, create_product, create_tenant, member
 
 from conftest import Api, FixedClock
+from opensphere.device.emulator import Fleet
 
 pytestmark = pytest.mark.filterwarnings("ignore::opensphere.rot.EmulatedRootOfTrustWarning")
 
 
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    return new_fleet(tmp_path_factory.mktemp("fleet"))
+
+
 @pytest.fixture
-def manufacturer(api: Api, clock: FixedClock) -> Manufacturer:
-    maker = new_manufacturer(clock.now() - dt.timedelta(days=1))
-    register_manufacturer(api, maker)
-    return maker
+def manufacturer(api: Api, fleet: Fleet) -> Fleet:
+    register_manufacturer(api, fleet.ca_cert)
+    return fleet
 
 
-def _devices(
-    tmp_path: Path, maker: Manufacturer, clock: FixedClock, count: int
-) -> list[EmulatedDevice]:
+def _devices(tmp_path: Path, maker: Fleet, clock: FixedClock, count: int) -> list[EmulatedDevice]:
     return [make_device(tmp_path / f"d{i}", maker, clock.now()) for i in range(count)]
 
 
@@ -41,7 +44,7 @@ def _device_count(api: Api, tenant_id: str) -> int:
 
 
 def test_claim_one_device_with_proof(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     contributor = member(api, tenant["id"], "Contributor")
@@ -65,7 +68,7 @@ def test_claim_one_device_with_proof(
 
 
 def test_bulk_claim_many_devices_in_one_call_into_a_group(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     product = create_product(api, tenant["id"], api.operator)
@@ -120,7 +123,7 @@ def test_claim_by_id_without_proof_is_refused(api: Api) -> None:
 
 
 def test_double_claim_is_refused_and_claiming_is_permanent(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     (device,) = _devices(tmp_path, manufacturer, clock, 1)
@@ -134,7 +137,7 @@ def test_double_claim_is_refused_and_claiming_is_permanent(
 
 
 def test_device_of_another_tenant_cannot_be_claimed_or_seen(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     owner = create_tenant(api)
     other = create_tenant(api)
@@ -155,7 +158,7 @@ def test_device_of_another_tenant_cannot_be_claimed_or_seen(
 
 
 def test_claim_statement_for_another_tenant_is_refused(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     other = create_tenant(api)
@@ -166,10 +169,10 @@ def test_claim_statement_for_another_tenant_is_refused(
 
 
 def test_non_genuine_device_with_self_made_idevid_is_refused(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
-    rogue = new_manufacturer(clock.now(), "Rogue CA")
+    rogue = new_fleet(tmp_path / "rogue-fleet")
     (device,) = _devices(tmp_path, rogue, clock, 1)
     response = claim(api, tenant["id"], [claim_item(device, tenant["id"], clock.now())])
     assert_problem(response, 400, "not_genuine")
@@ -177,7 +180,7 @@ def test_non_genuine_device_with_self_made_idevid_is_refused(
 
 
 def test_idevid_of_another_device_is_refused(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     first, second = _devices(tmp_path, manufacturer, clock, 2)
@@ -187,7 +190,7 @@ def test_idevid_of_another_device_is_refused(
 
 
 def test_stale_or_forged_claim_statements_are_refused(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     first, second = _devices(tmp_path, manufacturer, clock, 2)
@@ -206,11 +209,11 @@ def test_stale_or_forged_claim_statements_are_refused(
 
 
 def test_bulk_claim_is_all_or_nothing(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     devices = _devices(tmp_path, manufacturer, clock, 3)
-    rogue = make_device(tmp_path / "rogue", new_manufacturer(clock.now(), "Rogue"), clock.now())
+    rogue = make_device(tmp_path / "rogue", new_fleet(tmp_path / "rogue-fleet"), clock.now())
     items = [claim_item(d, tenant["id"], clock.now()) for d in [*devices, rogue]]
     items.append(items[0])
     problem = assert_problem(claim(api, tenant["id"], items), 400, "claim_refused")
@@ -222,7 +225,7 @@ def test_bulk_claim_is_all_or_nothing(
 
 
 def test_reader_cannot_claim(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     reader = member(api, tenant["id"], "Reader")
@@ -232,7 +235,7 @@ def test_reader_cannot_claim(
 
 
 def test_update_device_group_and_disable(
-    api: Api, clock: FixedClock, manufacturer: Manufacturer, tmp_path: Path
+    api: Api, clock: FixedClock, manufacturer: Fleet, tmp_path: Path
 ) -> None:
     tenant = create_tenant(api)
     product = create_product(api, tenant["id"], api.operator)
@@ -261,16 +264,15 @@ def test_update_device_group_and_disable(
 
 
 def test_manufacturer_ca_registration_is_checked_and_operator_only(
-    api: Api, clock: FixedClock, tmp_path: Path
+    api: Api, clock: FixedClock, fleet: Fleet, tmp_path: Path
 ) -> None:
-    maker = new_manufacturer(clock.now())
     tenant = create_tenant(api)
     admin = member(api, tenant["id"], "Administrator")
-    body = {"name": "Contoso", "certificate": maker.pem}
+    body = {"name": "Contoso", "certificate": pem(fleet.ca_cert)}
     assert_problem(
         api.client.post("/v1/manufacturer-cas", json=body, headers=admin), 403, "operator_required"
     )
-    device = make_device(tmp_path / "d", maker, clock.now())
+    device = make_device(tmp_path / "d", fleet, clock.now())
     leaf = {"name": "Leaf", "certificate": device.idevid_pem}
     assert_problem(
         api.client.post("/v1/manufacturer-cas", json=leaf, headers=api.operator),

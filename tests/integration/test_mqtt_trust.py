@@ -32,7 +32,7 @@ from device_helpers import (
     claim_item,
     make_device,
     make_evidence,
-    new_manufacturer,
+    new_fleet,
     post_evidence,
     register_manufacturer,
     register_release,
@@ -232,9 +232,9 @@ def _anchor(api: Api, tenant_id: str) -> bytes:
 def test_broker_trusts_fresh_devices_of_its_tenant_only(
     api: Api, clock: FixedClock, tmp_path: Path
 ) -> None:
-    maker = new_manufacturer(clock.now() - dt.timedelta(days=3))
-    register_manufacturer(api, maker)
-    register_release(api)
+    maker = new_fleet(tmp_path / "fleet")
+    register_manufacturer(api, maker.ca_cert)
+    register_release(api, maker)
     tenant = create_tenant(api)
     other = create_tenant(api)
     fresh, stale, foreign = (

@@ -9,24 +9,33 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from device_helpers import (
     EmulatedDevice,
-    Manufacturer,
     claim,
     claim_item,
     make_device,
-    new_manufacturer,
+    new_ca_certificate,
+    new_fleet,
+    pem,
     register_manufacturer,
     register_release,
 )
 from helpers import create_product, create_tenant, token_for
+from securesystemslib.signer import CryptoSigner, SSlibKey
+from update_helpers import app_package, deploy, uploaded
 
 from conftest import Api, FixedClock
+from opensphere.device.emulator import Fleet
+from opensphere.formats.error_events import EventCategory, WireEvent, encode_batch
+from opensphere.service.device_auth import issue_credential
+from opensphere.updates.repository import draft_root_rotation
 
 pytestmark = pytest.mark.filterwarnings("ignore::opensphere.rot.EmulatedRootOfTrustWarning")
 
@@ -82,6 +91,40 @@ REQUIRED: dict[tuple[str, str], str] = {
     ("POST", "/v1/tenants/{tenant_id}/ca-certificates/{ca_certificate_id}/revoke"): (
         "Administrator"
     ),
+    # images, deployments, OS feeds, TUF repositories
+    ("POST", "/v1/tenants/{tenant_id}/images"): "Contributor",
+    ("GET", "/v1/tenants/{tenant_id}/images"): "Reader",
+    ("GET", "/v1/tenants/{tenant_id}/images/{image_id}"): "Reader",
+    ("GET", "/v1/tenants/{tenant_id}/images/{image_id}/content"): "Reader",
+    (
+        "POST",
+        "/v1/tenants/{tenant_id}/device-groups/{device_group_id}/deployments",
+    ): "Contributor",
+    ("GET", "/v1/tenants/{tenant_id}/device-groups/{device_group_id}/deployments"): "Reader",
+    (
+        "GET",
+        "/v1/tenants/{tenant_id}/device-groups/{device_group_id}/deployments/{deployment_id}",
+    ): "Reader",
+    (
+        "PATCH",
+        "/v1/tenants/{tenant_id}/device-groups/{device_group_id}/deployments/{deployment_id}",
+    ): "Contributor",
+    ("GET", "/v1/os-image-signers"): SELF,
+    ("PUT", "/v1/os-image-signers"): OPERATOR,
+    ("POST", "/v1/os-releases/{os_release_id}/images"): OPERATOR,
+    ("POST", "/v1/os-releases/{os_release_id}/publish"): OPERATOR,
+    ("GET", "/v1/tenants/{tenant_id}/tuf/root"): "Reader",
+    ("POST", "/v1/tenants/{tenant_id}/tuf/root"): "Administrator",
+    ("GET", "/v1/tenants/{tenant_id}/tuf/state"): "Reader",
+    ("GET", "/v1/tenants/{tenant_id}/tuf/blobs/{sha256}"): "Reader",
+    # failure reporting
+    ("GET", "/v1/tenants/{tenant_id}/error-reports"): "Reader",
+    ("GET", "/v1/tenants/{tenant_id}/problems"): "Reader",
+    ("GET", "/v1/tenants/{tenant_id}/problems/{problem_id}"): "Reader",
+    ("GET", "/v1/tenants/{tenant_id}/crash-dumps"): "Reader",
+    ("GET", "/v1/tenants/{tenant_id}/crash-dumps/{crash_dump_id}"): "Contributor",
+    ("GET", "/v1/tenants/{tenant_id}/error-report-settings"): "Reader",
+    ("PUT", "/v1/tenants/{tenant_id}/error-report-settings"): "Administrator",
 }
 # Device endpoints take no user token: a device proves itself by signing (attestation) or by
 # its device credential; test_attestation.py covers their refusals.
@@ -89,6 +132,13 @@ DEVICE_ROUTES = {
     ("POST", "/v1/device/attestation/challenge"),
     ("POST", "/v1/device/attestation/evidence"),
     ("GET", "/v1/device/me"),
+    ("GET", "/v1/device/trust"),
+    ("POST", "/v1/device/update-status"),
+    ("GET", "/v1/device/tuf/{tenant_id}/metadata/{name}"),
+    ("GET", "/v1/device/tuf/{tenant_id}/targets/{target_path}"),
+    ("GET", "/v1/device/reporting-config"),
+    ("POST", "/v1/device/error-reports"),
+    ("POST", "/v1/device/crash-dumps"),
 }
 PUBLIC = {("GET", "/healthz"), *DEVICE_ROUTES}
 # other users' tokens are invisible rather than forbidden: denial looks like absence
@@ -118,6 +168,12 @@ class Target:
     manufacturer_ca_id: str = ""
     os_release_id: str = ""
     claim: dict[str, str] | None = None
+    image_id: str = ""
+    sha256: str = ""
+    deployment_id: str = ""
+    os_signer_pem: str = ""
+    problem_id: str = ""
+    crash_dump_id: str = ""
 
 
 @dataclass
@@ -125,9 +181,10 @@ class World:
     api: Api
     tenant_id: str
     headers: dict[str, dict[str, str]]
-    manufacturer: Manufacturer
+    manufacturer: Fleet
     folder: Path
     clock: FixedClock
+    root_signers: list[CryptoSigner] = field(default_factory=list)
 
     def _device(self) -> EmulatedDevice:
         return make_device(self.folder / uuid.uuid4().hex, self.manufacturer, self.clock.now())
@@ -148,10 +205,114 @@ class World:
             ).json()["items"]
             target.ca_certificate_id = next(c["id"] for c in cas if c["status"] == "Active")
         if "{manufacturer_ca_id}" in path:
-            target.manufacturer_ca_id = register_manufacturer(self.api, new_manufacturer(now))["id"]
+            registered = register_manufacturer(self.api, new_ca_certificate(now))
+            target.manufacturer_ca_id = registered["id"]
         if "{os_release_id}" in path:
-            target.os_release_id = register_release(self.api, f"r{uuid.uuid4().hex[:8]}")["id"]
+            release = register_release(
+                self.api, self.manufacturer, version=f"r{uuid.uuid4().hex[:8]}"
+            )
+            target.os_release_id = release["id"]
+        if "{image_id}" in path or "{sha256}" in path:
+            image = uploaded(self.api, self.tenant_id)
+            target.image_id, target.sha256 = image["image_id"], image["sha256"]
+        if "{deployment_id}" in path:
+            target.deployment_id = deploy(
+                self.api, self.tenant_id, target.device_group_id, []
+            ).json()["id"]
+        if "{problem_id}" in path or "{crash_dump_id}" in path:
+            target.problem_id, target.crash_dump_id = self._reported_crash(target)
+        if path.endswith("/publish"):
+            response = self.api.client.post(
+                f"/v1/os-releases/{target.os_release_id}/images",
+                content=self.os_image(),
+                headers={**self.api.operator, "Content-Type": "application/octet-stream"},
+            )
+            assert response.status_code == 201, response.text
+        target.os_signer_pem = self.os_signer_pem
         return target
+
+    def _reported_crash(self, target: Target) -> tuple[str, str]:
+        """A device in the target's group reports a crash and uploads its dump."""
+        now = self.clock.now()
+        device = self._device()
+        self.api.client.patch(
+            f"/v1/tenants/{self.tenant_id}/device-groups/{target.device_group_id}",
+            json={"allow_crash_dumps": True},
+            headers=self.api.operator,
+        )
+        claim(
+            self.api,
+            self.tenant_id,
+            [claim_item(device, self.tenant_id, now)],
+            device_group_id=target.device_group_id,
+        )
+        credential = issue_credential(
+            self.api.client.app.state.credential_key,
+            device_id=device.device_id,
+            tenant_id=uuid.UUID(self.tenant_id),
+            expires_at=now + dt.timedelta(hours=1),
+        )
+        headers = {"Authorization": f"Device {credential}"}
+        event = WireEvent(
+            id=uuid.uuid4(),
+            category=EventCategory.APP_CRASH,
+            signal_status=11,
+            count=1,
+            first_seen=int(now.timestamp()),
+            last_seen=int(now.timestamp()),
+        )
+        stored = self.api.client.post(
+            "/v1/device/error-reports",
+            content=encode_batch(device.device_id, [event], sent_at=int(now.timestamp())),
+            headers=headers,
+        )
+        assert stored.status_code == 200, stored.text
+        dump = self.api.client.post("/v1/device/crash-dumps", content=b"dump", headers=headers)
+        assert dump.status_code == 201, dump.text
+        problems = self.api.client.get(
+            f"/v1/tenants/{self.tenant_id}/problems", headers=self.api.operator
+        ).json()["items"]
+        return problems[0]["id"], dump.json()["id"]
+
+    @property
+    def os_signer_pem(self) -> str:
+        return (
+            self.manufacturer.os_signer.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+    def os_image(self) -> bytes:
+        """A fresh OS component image signed by the fleet's OS key (a registered signer)."""
+        return self.manufacturer.build_os_release(version="9.0", security_version=1, build_time=1)[
+            0
+        ]
+
+    def rotation(self, method: str, path: str) -> tuple[dict[str, Any], CryptoSigner] | None:
+        """For root rotation: root N+1 under a new offline key, signed by the previous one."""
+        if (method, path) != ("POST", "/v1/tenants/{tenant_id}/tuf/root"):
+            return None
+        current = self.api.client.get(
+            f"/v1/tenants/{self.tenant_id}/tuf/root", headers=self.api.operator
+        ).json()
+        key = ec.generate_private_key(ec.SECP256R1())
+        new = CryptoSigner(key, SSlibKey.from_crypto(key.public_key()))
+        draft = draft_root_rotation(
+            current["root"].encode(), new_keys=[new.public_key], threshold=1, now=self.clock.now()
+        )
+        for signer in (new, *self.root_signers):
+            draft.sign(signer, append=True)
+        return {"root": draft.to_bytes().decode()}, new
+
+    def content(self, method: str, path: str) -> bytes | None:
+        """The binary body of an upload route, fresh for each call."""
+        if (method, path) == ("POST", "/v1/tenants/{tenant_id}/images"):
+            return app_package()
+        if (method, path) == ("POST", "/v1/os-releases/{os_release_id}/images"):
+            return self.os_image()
+        return None
 
     def _base_target(self) -> Target:
         """Fresh objects for one call, so a delete by one caller leaves the next one's intact."""
@@ -195,13 +356,29 @@ def _body(method: str, path: str, target: Target) -> dict[str, Any] | None:
         },
         ("POST", "/v1/manufacturer-cas"): lambda: {
             "name": name,
-            "certificate": new_manufacturer(dt.datetime.now(dt.UTC)).pem,
+            "certificate": pem(new_ca_certificate(dt.datetime.now(dt.UTC))),
         },
         ("POST", "/v1/os-releases"): lambda: {
             "version": name,
             "measurements": [{"stage": "os", "digest": "00" * 32}],
         },
         ("PUT", "/v1/minimum-security-versions"): lambda: {"minimums": {"os": 1}},
+        ("PUT", "/v1/tenants/{tenant_id}/error-report-settings"): lambda: {
+            "event_retention_days": 14,
+            "dump_retention_days": 29,
+        },
+        ("PUT", "/v1/os-image-signers"): lambda: {
+            "keys": [{"name": "OS vendor", "public_key": target.os_signer_pem}]
+        },
+        ("POST", "/v1/os-releases/{os_release_id}/publish"): lambda: {"feed": "RetailEval"},
+        (
+            "POST",
+            "/v1/tenants/{tenant_id}/device-groups/{device_group_id}/deployments",
+        ): lambda: {"image_ids": []},
+        (
+            "PATCH",
+            "/v1/tenants/{tenant_id}/device-groups/{device_group_id}/deployments/{deployment_id}",
+        ): lambda: {"paused": True},
         ("POST", "/v1/tenants/{tenant_id}/devices/claim"): lambda: {"devices": [target.claim]},
         ("PATCH", "/v1/tenants/{tenant_id}/devices/{device_id}"): lambda: {"enabled": False},
         ("POST", "/v1/tenants/{tenant_id}/ca-certificates/{ca_certificate_id}/proof"): lambda: {
@@ -253,8 +430,24 @@ def world(api: Api, clock: FixedClock, tmp_path: Path) -> World:
     headers["revoked"] = api.as_(revoked["token"])
     clock.advance(dt.timedelta(days=1, minutes=1))
     headers["expired"] = api.as_(short["token"])
-    manufacturer = new_manufacturer(clock.now() - dt.timedelta(days=1))
-    register_manufacturer(api, manufacturer)
+    manufacturer = new_fleet(tmp_path / "fleet")
+    register_manufacturer(api, manufacturer.ca_cert)
+    world_signers = {
+        "keys": [
+            {
+                "name": "OS vendor",
+                "public_key": manufacturer.os_signer.public_key()
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                .decode(),
+            }
+        ]
+    }
+    assert (
+        api.client.put("/v1/os-image-signers", json=world_signers, headers=api.operator).status_code
+        == 200
+    )
     return World(
         api=api,
         tenant_id=tenant["id"],
@@ -278,9 +471,21 @@ def test_role_matrix(world: World) -> None:
         for caller in CALLERS:
             target = world.target(path)
             url = path.format(**vars(target))
-            response = api.client.request(
-                method, url, json=_body(method, path, target), headers=world.headers[caller]
-            )
+            content = world.content(method, path)
+            rotation = world.rotation(method, path)
+            if rotation is not None:
+                response = api.client.request(
+                    method, url, json=rotation[0], headers=world.headers[caller]
+                )
+                if response.status_code == 200:
+                    world.root_signers = [rotation[1]]
+            elif content is None:
+                response = api.client.request(
+                    method, url, json=_body(method, path, target), headers=world.headers[caller]
+                )
+            else:
+                binary = {**world.headers[caller], "Content-Type": "application/octet-stream"}
+                response = api.client.request(method, url, content=content, headers=binary)
             expected = _expected(caller, required, hidden=(method, path) in HIDDEN_WHEN_DENIED)
             if response.status_code not in expected:
                 failures.append(

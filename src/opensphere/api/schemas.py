@@ -217,6 +217,83 @@ class DeviceGroupUpdate(Model):
     allow_crash_dumps: bool | None = None
 
 
+# --- deployments, update status ----------------------------------------------------------
+
+
+class DeploymentState(StrEnum):
+    """Active rolls out; Paused and Halted (by the failure threshold) hold; Superseded is past."""
+
+    ACTIVE = "Active"
+    PAUSED = "Paused"
+    HALTED = "Halted"
+    SUPERSEDED = "Superseded"
+
+
+class UpdateState(StrEnum):
+    """Where a device is in an update, as it last reported."""
+
+    CHECKED = "checked"
+    DOWNLOADING = "downloading"
+    STAGED = "staged"
+    INSTALLED = "installed"
+    FAILED = "failed"
+
+
+Percentage = Annotated[int, Field(ge=1, le=100)]
+
+
+class DeploymentCreate(Model):
+    image_ids: list[uuid.UUID] = Field(
+        max_length=64, description="the tenant's images; none clears the group's apps"
+    )
+    rollout_percentage: Percentage = Field(
+        default=100, description="share of the group's devices that take it (staged rollout)"
+    )
+    failure_threshold: Percentage = Field(
+        default=20, description="halt when failed/(installed+failed) passes this, in percent"
+    )
+    min_reports: int = Field(
+        default=10, ge=1, le=1_000_000, description="outcomes needed before the halt rule applies"
+    )
+    paused: bool = False
+
+
+class DeploymentUpdate(Model):
+    rollout_percentage: Percentage | None = None
+    failure_threshold: Percentage | None = None
+    paused: bool | None = Field(
+        default=None, description="true pauses; false resumes, also after an automatic halt"
+    )
+
+
+class Deployment(Model):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    device_group_id: uuid.UUID
+    image_ids: list[uuid.UUID]
+    state: DeploymentState
+    rollout_percentage: int
+    failure_threshold: int
+    min_reports: int
+    halt_reason: str | None
+    created_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status_counts: dict[UpdateState, int] = Field(
+        default_factory=dict, description="devices per reported state (in show only)"
+    )
+
+
+class DeviceUpdateStatus(Model):
+    deployment_id: uuid.UUID | None
+    state: UpdateState
+    reason: str | None
+    installed_images: list[uuid.UUID]
+    os_version: str | None
+    sequence: int
+    reported_at: dt.datetime
+
+
 class DeviceGroup(Model):
     id: uuid.UUID
     tenant_id: uuid.UUID
@@ -228,6 +305,9 @@ class DeviceGroup(Model):
     allow_crash_dumps: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    deployment: Deployment | None = Field(
+        default=None, description="the current deployment with its status counts (in show only)"
+    )
 
 
 # --- manufacturer CAs, devices, claims ---------------------------------------------------
@@ -303,6 +383,9 @@ class Device(Model):
     last_attestation_code: str | None = Field(description="why the last attestation failed")
     os_version: str | None
     certificate_expires_at: dt.datetime | None
+    update_status: DeviceUpdateStatus | None = Field(
+        default=None, description="the device's last update report (in show only)"
+    )
 
 
 class DeviceUpdate(Model):
@@ -326,12 +409,44 @@ class OsReleaseCreate(Model):
     measurements: list[ReferenceMeasurement] = Field(min_length=1, max_length=64)
 
 
+class OsReleaseImage(Model):
+    image_id: uuid.UUID
+    component_id: uuid.UUID
+    image_type: str
+    name: str
+    version: str
+    security_version: int
+    sha256: str
+    length: int
+    created_at: dt.datetime
+
+
 class OsRelease(Model):
     id: uuid.UUID
     version: str
     description: str
     measurements: list[ReferenceMeasurement]
     created_at: dt.datetime
+    retail_eval_at: dt.datetime | None = Field(default=None, description="published to RetailEval")
+    retail_at: dt.datetime | None = Field(default=None, description="published to Retail")
+    images: list[OsReleaseImage] = Field(default_factory=list)
+
+
+class OsReleasePublish(Model):
+    feed: OsFeed = Field(description="Retail publishes to RetailEval as well")
+
+
+class OsImageSignerKey(Model):
+    name: Name
+    public_key: str = Field(
+        min_length=1, max_length=4096, description="ECDSA P-256 public key, PEM (SPKI)"
+    )
+
+
+class OsImageSigners(Model):
+    """The keys OS component images must be signed with (the OS vendor's)."""
+
+    keys: list[OsImageSignerKey] = Field(max_length=16)
 
 
 ComponentName = Annotated[str, StringConstraints(pattern=COMPONENT_PATTERN)]
@@ -410,3 +525,92 @@ class ProofRequest(Model):
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="the code the relying party asks to see as the proof certificate's CN",
     )
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+class Image(Model):
+    """An uploaded image as the service stores it: production-signed, immutable."""
+
+    image_id: uuid.UUID
+    tenant_id: uuid.UUID
+    component_id: uuid.UUID
+    image_type: str
+    name: str
+    version: str
+    security_version: int
+    temporary: bool
+    sha256: str = Field(description="SHA-256 of the stored (production-signed) package")
+    length: int
+    signer_thumbprint: str = Field(description="the tenant's image-signing key, SHA-256 of SPKI")
+    uploaded_by: str
+    uploaded_at: dt.datetime
+
+
+# --- device update protocol --------------------------------------------------------------
+
+
+class UpdateStatusReport(Model):
+    """A device's report of where it is in an update; the highest `sequence` wins."""
+
+    sequence: int = Field(ge=0, le=2**62, description="grows with every report of the device")
+    deployment_id: uuid.UUID | None = Field(
+        default=None, description="the deployment this is about (its targets' custom.rollout)"
+    )
+    state: UpdateState
+    reason: str | None = Field(
+        default=None, max_length=200, pattern=TEXT_PATTERN, description="why it failed"
+    )
+    installed_images: list[uuid.UUID] = Field(default_factory=list, max_length=64)
+    os_version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+
+
+class TrustedSigningKey(Model):
+    name: str
+    thumbprint: str = Field(description="SHA-256 of the key's SPKI DER, hex")
+    public_key: str = Field(description="PEM (SPKI)")
+    usages: list[str] = Field(description="what it may sign, as the device key store names it")
+
+
+class DeviceTrust(Model):
+    """What a device installs to trust its tenant's updates, fetched over its credential."""
+
+    tenant_id: uuid.UUID
+    device_group_id: uuid.UUID | None
+    image_signing_keys: list[TrustedSigningKey]
+    tuf_root: str = Field(description="the tenant's latest TUF root (JSON), for init_trust")
+    metadata_path: str = Field(description="TUF metadata base path on this service")
+    targets_path: str = Field(description="TUF targets base path on this service")
+    channel_prefix: str | None = Field(description="the group's target path prefix")
+
+
+# --- TUF repository administration -------------------------------------------------------
+
+
+class TufRoot(Model):
+    version: int
+    expires: dt.datetime
+    root: str = Field(description="the signed root metadata, JSON")
+    service_signs_root: bool = Field(
+        description="whether the service holds a root key (false once the root keys are offline)"
+    )
+
+
+class TufRootRotation(Model):
+    root: str = Field(
+        min_length=2,
+        max_length=512_000,
+        description="root N+1 (JSON), signed by its new keys and by any offline current ones",
+    )
+
+
+class TufState(Model):
+    """A repository's current metadata, base64, as `opensphere.updates.static` lays it out."""
+
+    roots: list[str]
+    targets: str
+    snapshot: str
+    timestamp: str
+    delegated: dict[str, str]
+    manifests: dict[str, str]

@@ -1,4 +1,4 @@
-"""`sphere device-emulator attest DIR`: an emulated device attests and stores its certificate."""
+"""`sphere device-emulator …`: an emulated device attests; its fleet's reference values."""
 
 from __future__ import annotations
 
@@ -8,16 +8,33 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from opensphere.cli.errors import CliError
-from opensphere.cli.output import console
+from opensphere.cli.output import OutputFormat, OutputOption, console
 from opensphere.client import Client
 from opensphere.device.agent import DeviceAgent
+from opensphere.device.emulator import Fleet
+from opensphere.device.errors import DeviceError
+from opensphere.device.packaging import SigningKeyError
+from opensphere.factory import ManufacturingError
 from opensphere.rot import EmulatedRootOfTrust, EmulatedRootOfTrustWarning, RootOfTrustError
 
 device_emulator_app = typer.Typer(
-    help="Emulated devices: attest to the service.", no_args_is_help=True
+    help="Emulated devices: create, boot, attest; the fleet's reference values.",
+    no_args_is_help=True,
 )
+FleetOption = Annotated[
+    Path, typer.Option("--fleet", help="the emulated fleet's folder", file_okay=False)
+]
+
+
+def load_fleet(folder: Path) -> Fleet:
+    """An existing fleet, or a one-line error saying how to make one."""
+    try:
+        return Fleet.load(folder)
+    except (DeviceError, ManufacturingError, SigningKeyError) as exc:
+        raise CliError(str(exc)) from exc
 
 
 @device_emulator_app.command("attest")
@@ -33,7 +50,7 @@ def attest(
         bool, typer.Option("--if-due", help="only when the certificate ends within 4 hours")
     ] = False,
 ) -> None:
-    """Boot the measured chain, attest, and store the certificate in FOLDER/daa/."""
+    """Boot (secure boot of the device's flash), attest, store the certificate in FOLDER/daa/."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EmulatedRootOfTrustWarning)
@@ -42,7 +59,10 @@ def attest(
         raise CliError(str(exc)) from exc
     with Client(url) as client:
         agent = DeviceAgent(folder, rot=rot, client=client)
-        agent.boot()
+        try:
+            agent.boot(now=dt.datetime.now(dt.UTC))
+        except DeviceError as exc:
+            raise CliError(f"boot failed: {exc}") from exc
         if if_due:
             grant = agent.renew_if_due(now=dt.datetime.now(dt.UTC))
             if grant is None:
@@ -56,3 +76,18 @@ def attest(
         f"device {grant.device_id[:16]}… attested; certificate {agent.certificate_path} "
         f"valid until {grant.certificate_expires_at:%Y-%m-%d %H:%M:%S}Z"
     )
+
+
+@device_emulator_app.command("reference-values")
+def reference_values(fleet: FleetOption, output: OutputOption = OutputFormat.TABLE) -> None:
+    """What the fleet's devices measure at boot; `-o json` is a file for `os-release register`."""
+    release = load_fleet(fleet).reference_values()
+    if output == OutputFormat.JSON:
+        typer.echo(release.model_dump_json(indent=2))
+        return
+    table = Table(title=f"OS {release.version}: reference measurements", title_justify="left")
+    table.add_column("stage")
+    table.add_column("SHA-256")
+    for measurement in release.measurements:
+        table.add_row(measurement.stage, measurement.digest)
+    console.print(table)

@@ -97,7 +97,9 @@ def create(
     folder: Annotated[Path, typer.Argument(help="new device folder", file_okay=False)],
     fleet_folder: Annotated[
         Path,
-        typer.Option("--fleet", help="fleet folder with the vendor keys; created if empty"),
+        typer.Option(
+            "--fleet", help="fleet folder; what is missing of it (CA, vendor keys, OS) is made"
+        ),
     ],
     enable_development: Annotated[
         bool, typer.Option("--enable-development", help="also grant appDevelopment")
@@ -108,10 +110,10 @@ def create(
         raise CliError(f"{folder} is not empty; a device is created in a new folder")
     now = dt.datetime.now(dt.UTC)
     with _refusals():
-        fleet = Fleet.load(fleet_folder) if Fleet.exists(fleet_folder) else None
-        if fleet is None:
-            fleet = Fleet.create(fleet_folder, now=now)
-            console.print(f"created fleet {fleet_folder}")
+        complete = Fleet.exists(fleet_folder)
+        fleet = Fleet.open_or_create(fleet_folder, now=now)
+        if not complete:
+            console.print(f"made fleet {fleet_folder} (vendor keys, OS release)")
         device_id = create_emulated_device(folder, fleet, now=now, development=enable_development)
     console.print(f"created device {device_id} in {folder}")
 

@@ -23,14 +23,11 @@ from opensphere.cli.common import (
     signed_in_client,
 )
 from opensphere.cli.errors import CliError
-from opensphere.cli.manufacturer import CA_CERT_FILE, CA_KEY_FILE
 from opensphere.cli.output import OutputFormat, OutputOption, console, emit
-from opensphere.factory import (
-    ManufacturingError,
-    load_idevid,
-    load_manufacturer_ca,
-    manufacture_device,
-)
+from opensphere.device.emulator import CA_KEY_FILE, Fleet, create_emulated_device
+from opensphere.device.errors import DeviceError
+from opensphere.device.packaging import SigningKeyError
+from opensphere.factory import ManufacturingError, load_idevid
 from opensphere.formats.claim import ClaimStatement, encode_claim_statement
 from opensphere.rot import EmulatedRootOfTrust, EmulatedRootOfTrustWarning, RootOfTrustError
 
@@ -77,26 +74,38 @@ def device_manufacture(
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=10000)] = 1,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Manufacture emulated devices: identity key in the root of trust, and an IDevID."""
-    try:
-        key, certificate = load_manufacturer_ca(
-            key_path=ca / CA_KEY_FILE, cert_path=ca / CA_CERT_FILE
+    """Manufacture bootable emulated devices: identity, IDevID, the fleet's OS in both slots.
+
+    The CA folder becomes an emulated fleet: the first time, the vendor signing keys and the
+    initial OS release are added next to the CA (see 'sphere os-release register --fleet').
+    """
+    if not (ca / CA_KEY_FILE).exists():
+        raise CliError(
+            f"{ca} holds no manufacturer CA: make one with 'sphere manufacturer ca create'"
         )
-    except ManufacturingError as exc:
-        raise CliError(str(exc)) from exc
-    out.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
     made: list[dict[str, str]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EmulatedRootOfTrustWarning)
-        for _ in range(count):
-            staging = out / f".new-{uuid.uuid4().hex}"
-            device_id = manufacture_device(staging, key, certificate, now=dt.datetime.now(dt.UTC))
-            folder = out / device_id[:16]
-            staging.rename(folder)
-            made.append({"device_id": device_id, "folder": str(folder)})
+        try:
+            completed = not Fleet.exists(ca)
+            fleet = Fleet.open_or_create(ca, now=now)
+            out.mkdir(parents=True, exist_ok=True)
+            for _ in range(count):
+                staging = out / f".new-{uuid.uuid4().hex}"
+                device_id = create_emulated_device(staging, fleet, now=now)
+                folder = out / device_id[:16]
+                staging.rename(folder)
+                made.append({"device_id": device_id, "folder": str(folder)})
+        except (DeviceError, ManufacturingError, RootOfTrustError, SigningKeyError) as exc:
+            raise CliError(str(exc)) from exc
+        except OSError as exc:
+            raise CliError(f"{exc.filename or ''}: {exc.strerror or exc}") from exc
     if output == OutputFormat.JSON:
         typer.echo(json.dumps(made, indent=2))
         return
+    if completed:
+        console.print(f"added the vendor signing keys and the initial OS release to {ca}")
     for item in made:
         console.print(f"{item['folder']}  {item['device_id']}", highlight=False)
     console.print(f"{len(made)} emulated device(s) manufactured (emulated root of trust)")

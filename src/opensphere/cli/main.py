@@ -12,13 +12,20 @@ from opensphere.cli import (
     account,
     apps,
     ca,
+    deployments,
     device_emulator,
     device_os,
+    device_reporting,
     devices,
+    error_reports,
+    images,
     manufacturer,
+    os_feeds,
+    os_releases,
     products,
     server,
     tenants,
+    tuf,
 )
 from opensphere.cli.errors import CliError
 from opensphere.cli.output import err_console
@@ -44,9 +51,22 @@ app.add_typer(tenants.audit_app, name="audit")
 app.add_typer(manufacturer.manufacturer_app, name="manufacturer")
 app.add_typer(devices.device_app, name="device")
 app.add_typer(ca.ca_app, name="ca-certificate")
+app.add_typer(os_releases.os_release_app, name="os-release")
+app.add_typer(os_releases.security_version_app, name="security-version")
+os_releases.os_release_app.command("add-image")(os_feeds.add_image)
+os_releases.os_release_app.command("publish")(os_feeds.publish)
+app.add_typer(os_feeds.os_image_signer_app, name="os-image-signer")
+app.add_typer(images.image_app, name="image")
+products.group_app.add_typer(deployments.deployment_app, name="deployment")
+app.add_typer(tuf.tuf_app, name="tuf")
 device_emulator.device_emulator_app.command("create")(device_os.create)
 device_emulator.device_emulator_app.command("boot")(device_os.boot)
+device_emulator.device_emulator_app.command("report")(device_reporting.report)
 app.add_typer(device_emulator.device_emulator_app, name="device-emulator")
+tenants.tenant_app.command("download-error-report")(error_reports.download_error_report)
+tenants.tenant_app.command("error-report-settings")(error_reports.error_report_settings)
+app.add_typer(error_reports.problem_app, name="problem")
+devices.device_app.add_typer(error_reports.crash_dump_app, name="crash-dump")
 devices.device_app.add_typer(device_os.sideload_app, name="sideload")
 devices.device_app.add_typer(device_os.image_app, name="image")
 devices.device_app.add_typer(device_os.capability_app, name="capability")

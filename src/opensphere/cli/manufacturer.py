@@ -12,10 +12,9 @@ import typer
 from opensphere.cli.common import ProfileOption, signed_in_client
 from opensphere.cli.errors import CliError
 from opensphere.cli.output import OutputFormat, OutputOption, console, emit
+from opensphere.device.emulator import CA_CERT_FILE, CA_KEY_FILE
 from opensphere.factory import ManufacturingError, create_manufacturer_ca, save_manufacturer_ca
 
-CA_KEY_FILE = "manufacturer-ca.key"
-CA_CERT_FILE = "manufacturer-ca.pem"
 COLUMNS = ("id", "name", "thumbprint", "not_after")
 
 manufacturer_app = typer.Typer(help="Manufacturers: their CAs.", no_args_is_help=True)

@@ -37,6 +37,12 @@ def _cell(value: Any) -> str:
         return value.value
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, BaseModel):
+        return ", ".join(f"{k}: {_cell(v)}" for k, v in value if v not in (None, [], {}))
+    if isinstance(value, dict):
+        return ", ".join(f"{_cell(k)}: {_cell(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_cell(item) for item in value)
     return str(value)
 
 

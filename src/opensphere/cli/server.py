@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -40,6 +41,7 @@ def server(
     from opensphere.service.keystore import FileKeyStore
     from opensphere.service.settings import ServiceSettings
     from opensphere.service.storage.db import Storage
+    from opensphere.service.updates.blobs import FolderBlobStore
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -54,5 +56,10 @@ def server(
             "CA keys in %s are not encrypted: pass --key-passphrase-file", settings.key_folder
         )
     keys = FileKeyStore(settings.key_folder, passphrase=passphrase)
-    app = create_app(storage=Storage.connect(settings.database_url), keys=keys)
+    app = create_app(
+        storage=Storage.connect(settings.database_url),
+        keys=keys,
+        blobs=FolderBlobStore(settings.blob_folder),
+        retention_every=dt.timedelta(hours=1),
+    )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

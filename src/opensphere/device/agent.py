@@ -1,8 +1,11 @@
 """Device agent, first part: boot the measured chain, attest, keep the certificate fresh.
 
 It speaks to the service only through `opensphere.client` and never imports the service.
-The boot here measures stand-in images (fixed bytes per stage) until the device OS boots
-real ones; `stand_in_reference()` gives the operator the matching reference values.
+`boot()` is one power-on of the device's real secure boot (`boot_device`); the evidence
+carries that boot's measurement log, the OS version of the slot that booted, and the
+anti-rollback fuse of each boot stage, keyed by stage name (`bootloader`, `security-monitor`,
+`os`: the component names the operator's minimum security versions use). The operator
+registers the matching reference values (`Fleet.reference_values`, `sphere os-release`).
 
 What attestation leaves in `<device folder>/daa/` (written atomically, secrets 0600):
 
@@ -18,7 +21,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import tempfile
@@ -32,7 +34,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from opensphere.api import schemas
 from opensphere.client import Client
-from opensphere.formats.evidence import EvidenceClaims, Measurement, encode_evidence
+from opensphere.device.boot import BootResult, boot_device, confirm_boot
+from opensphere.device.errors import DeviceStateError
+from opensphere.device.flash import DeviceFlash
+from opensphere.device.policy import BOOT_STAGES, fuse_name
+from opensphere.formats.evidence import EvidenceClaims, encode_evidence
 from opensphere.rot import RootOfTrust
 
 DAA_FOLDER = "daa"
@@ -42,9 +48,6 @@ CHAIN_FILE = "chain.pem"
 CREDENTIAL_FILE = "credential"
 STATE_FILE = "state.json"
 RENEW_MARGIN = dt.timedelta(hours=4)
-STAND_IN_OS_VERSION = "0.1-standin"
-STAND_IN_STAGES = ("bootloader", "security-monitor", "os")
-STAND_IN_SECURITY_VERSION = 1
 
 # The device certificate's CN is the 128-character device ID (see the service's CA core).
 warnings.filterwarnings(
@@ -52,22 +55,30 @@ warnings.filterwarnings(
 )
 
 
-def stand_in_image(stage: str) -> bytes:
-    return f"OpenSphere stand-in {stage} image, OS {STAND_IN_OS_VERSION}\n".encode()
-
-
-def stand_in_reference() -> schemas.OsReleaseCreate:
-    """The reference values an operator registers so that stand-in boots pass appraisal."""
-    return schemas.OsReleaseCreate(
-        version=STAND_IN_OS_VERSION,
-        description="stand-in images of the emulated device agent",
-        measurements=[
-            schemas.ReferenceMeasurement(
-                stage=stage, digest=hashlib.sha256(stand_in_image(stage)).hexdigest()
-            )
-            for stage in STAND_IN_STAGES
-        ],
+def boot_evidence(
+    rot: RootOfTrust,
+    boot: BootResult,
+    *,
+    nonce: bytes,
+    issued_at: int,
+    confirmation_key: ec.EllipticCurvePublicKey | None,
+) -> bytes:
+    """Evidence about the boot that `rot` just measured, signed inside the root of trust."""
+    claims = EvidenceClaims(
+        device_id=rot.device_id,
+        nonce=nonce,
+        measurements=rot.event_log(),
+        boot_register=rot.register(),
+        os_version=boot.os_version,
+        security_state=rot.security_state,
+        manufacturing_state=rot.manufacturing_state,
+        security_versions={
+            stage.name: rot.counter(fuse_name(stage.component_id)) for stage in BOOT_STAGES
+        },
+        issued_at=issued_at,
+        confirmation_key=confirmation_key,
     )
+    return encode_evidence(claims, rot.sign)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,7 @@ class DeviceAgent:
         self._daa = self._folder / DAA_FOLDER
         self._rot = rot
         self._client = client
+        self._boot: BootResult | None = None
 
     @property
     def certificate_path(self) -> Path:
@@ -101,13 +113,26 @@ class DeviceAgent:
     def credential(self) -> str:
         return (self._daa / CREDENTIAL_FILE).read_text().strip()
 
-    def boot(self) -> tuple[Measurement, ...]:
-        """A reboot with stand-in images: reset the register, measure each stage, raise fuses."""
-        self._rot.reset_boot_measurements()
-        for stage in STAND_IN_STAGES:
-            self._rot.extend(stage, hashlib.sha256(stand_in_image(stage)).digest())
-        self._rot.bump_counter("os", STAND_IN_SECURITY_VERSION)
-        return self._rot.event_log()
+    def boot(self, *, now: dt.datetime) -> BootResult:
+        """Power on: secure boot of the device's flash; a new OS release on trial is accepted.
+
+        `boot_device` commits a normal boot itself. A release booted on trial verified and
+        measured like any other, so it is confirmed here, before any evidence is signed: the
+        fuses it raises are what the evidence reports, and an unconfirmed trial would report
+        the old ones and could never pass a minimum raised for the new release.
+        """
+        flash = DeviceFlash(self._folder)
+        if not flash.keystore_file.exists():
+            raise DeviceStateError(
+                f"{self._folder} has an identity but no flash (key store, OS slots), so it "
+                "cannot boot: make bootable devices with 'sphere device manufacture' or "
+                "'sphere device-emulator create'"
+            )
+        result = boot_device(flash, self._rot, now=int(now.timestamp()))
+        if result.trial:
+            confirm_boot(flash, self._rot, result)
+        self._boot = result
+        return result
 
     def state(self) -> AgentState | None:
         try:
@@ -120,25 +145,19 @@ class DeviceAgent:
             return None
 
     def attest(self) -> schemas.AttestationGrant:
-        """Challenge, sign evidence over the current measurements, store what comes back."""
-        if not self._rot.event_log():
-            self.boot()
+        """Challenge, sign evidence about this power-on's boot, store what comes back."""
+        boot = self._boot or self.boot(now=dt.datetime.now(dt.UTC))
         challenge = self._client.attestation_challenge(self._rot.device_id)
         nonce = base64.urlsafe_b64decode(challenge.nonce + "=" * (-len(challenge.nonce) % 4))
         client_key = ec.generate_private_key(ec.SECP256R1())
-        claims = EvidenceClaims(
-            device_id=self._rot.device_id,
+        evidence = boot_evidence(
+            self._rot,
+            boot,
             nonce=nonce,
-            measurements=self._rot.event_log(),
-            boot_register=self._rot.register(),
-            os_version=STAND_IN_OS_VERSION,
-            security_state=self._rot.security_state,
-            manufacturing_state=self._rot.manufacturing_state,
-            security_versions={"os": self._rot.counter("os")},
             issued_at=int(time.time()),
             confirmation_key=client_key.public_key(),
         )
-        grant = self._client.submit_evidence(encode_evidence(claims, self._rot.sign))
+        grant = self._client.submit_evidence(evidence)
         self._store(grant, client_key)
         return grant
 

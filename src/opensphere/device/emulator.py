@@ -9,18 +9,26 @@ and the manufacturer). It holds, all created once and never overwritten::
     capability-signing-key.pem     signs capability files ("capability")
     os-release/*.imagepackage      the OS release every new device gets in both slots
 
+A folder that holds only a manufacturer CA (as ``sphere manufacturer ca create`` leaves it)
+is completed once by ``Fleet.open_or_create``: the vendor keys and the OS release are added
+next to the CA, and whatever exists is kept.
+
 Each device manufactured from the fleet trusts the three public keys (usage-restricted) and
 starts with the same signed OS release, so the whole fleet has the same known-good boot
-measurements. The private keys are files (mode 0600): fine for emulation, not for production.
+measurements (``release_reference_values``). The private keys are files (mode 0600): fine for
+emulation, not for production.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -29,7 +37,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from opensphere.api import schemas
+from opensphere.device.boot import KEYSTORE_STAGE
 from opensphere.device.capabilities import apply_capability
+from opensphere.device.errors import DeviceStateError
 from opensphere.device.flash import SLOTS, DeviceFlash, fsync_directory, make_durable_dir
 from opensphere.device.keystore import KeyUsage, TrustedKey, TrustedKeyStore
 from opensphere.device.packaging import load_signing_key, package_image
@@ -42,7 +53,7 @@ from opensphere.factory.manufacturer import (
 )
 from opensphere.formats.capability import CapabilityGrant, DeviceCapability, encode_capability_file
 from opensphere.formats.device_id import DeviceId
-from opensphere.formats.image_package import KeySigner, key_thumbprint
+from opensphere.formats.image_package import KeySigner, key_thumbprint, parse_package
 from opensphere.formats.safe_tar import pack_directory
 
 CA_KEY_FILE: Final = "manufacturer-ca.key"
@@ -71,42 +82,36 @@ class Fleet:
 
     @classmethod
     def create(cls, folder: Path, *, now: dt.datetime) -> Fleet:
-        """New keys and an initial OS release; refuses a folder that already holds a fleet."""
+        """New keys and an initial OS release; refuses a folder that already holds a CA."""
         folder = Path(folder)
         make_durable_dir(folder)
-        ca_key, ca_cert = create_manufacturer_ca(
-            f"OpenSphere emulated fleet CA ({folder.name})", now=now, validity_days=CA_VALIDITY_DAYS
-        )
-        save_manufacturer_ca(
-            ca_key, ca_cert, key_path=folder / CA_KEY_FILE, cert_path=folder / CA_CERT_FILE
-        )
-        signers = {}
-        for usage, file_name in _KEY_FILES.items():
-            key = ec.generate_private_key(ec.SECP256R1())
-            _write_new(folder / file_name, _pem(key), mode=0o600)
-            signers[usage] = KeySigner(key)
-        fleet = cls(
-            folder=folder,
-            ca_key=ca_key,
-            ca_cert=ca_cert,
-            os_signer=signers[KeyUsage.OS],
-            app_signer=signers[KeyUsage.APP],
-            capability_signer=signers[KeyUsage.CAPABILITY],
-        )
-        release = fleet.build_os_release(
-            version=INITIAL_OS_VERSION,
-            security_version=INITIAL_OS_SECURITY_VERSION,
-            build_time=int(now.timestamp()),
-        )
-        release_dir = folder / OS_RELEASE_DIR
-        make_durable_dir(release_dir)
-        for stage, data in zip(BOOT_STAGES, release, strict=True):
-            _write_new(release_dir / stage.file_name, data, mode=0o644)
-        return fleet
+        _create_ca(folder, now)
+        return cls._complete(folder, now=now)
+
+    @classmethod
+    def open_or_create(cls, folder: Path, *, now: dt.datetime) -> Fleet:
+        """The fleet in ``folder``, first adding what is missing of it; nothing is overwritten.
+
+        A manufacturer CA made elsewhere is kept and gets the vendor keys and the initial OS
+        release next to it, so its devices are bootable. Concurrent callers end up with the
+        same fleet: each file and the release folder appear whole, and only once.
+        """
+        folder = Path(folder)
+        make_durable_dir(folder)
+        if not (folder / CA_KEY_FILE).exists():
+            _create_ca(folder, now)
+        return cls._complete(folder, now=now)
 
     @classmethod
     def load(cls, folder: Path) -> Fleet:
+        """An existing, complete fleet; never writes anything."""
         folder = Path(folder)
+        if not cls.exists(folder):
+            raise DeviceStateError(
+                f"{folder} holds no complete emulated fleet (manufacturer CA, vendor signing keys "
+                "and OS release): make one with 'sphere device-emulator create --fleet' or "
+                "'sphere device manufacture --ca'"
+            )
         ca_key, ca_cert = load_manufacturer_ca(
             key_path=folder / CA_KEY_FILE, cert_path=folder / CA_CERT_FILE
         )
@@ -121,7 +126,39 @@ class Fleet:
 
     @classmethod
     def exists(cls, folder: Path) -> bool:
-        return (Path(folder) / CA_KEY_FILE).exists()
+        """Whether ``folder`` holds every file of a fleet."""
+        folder = Path(folder)
+        files = [
+            CA_KEY_FILE,
+            CA_CERT_FILE,
+            *_KEY_FILES.values(),
+            *(f"{OS_RELEASE_DIR}/{stage.file_name}" for stage in BOOT_STAGES),
+        ]
+        return all((folder / name).is_file() for name in files)
+
+    @classmethod
+    def _complete(cls, folder: Path, *, now: dt.datetime) -> Fleet:
+        """Load the CA, load or create each vendor key, then publish the release if absent."""
+        ca_key, ca_cert = load_manufacturer_ca(
+            key_path=folder / CA_KEY_FILE, cert_path=folder / CA_CERT_FILE
+        )
+        signers = {usage: _load_or_create_key(folder / name) for usage, name in _KEY_FILES.items()}
+        fleet = cls(
+            folder=folder,
+            ca_key=ca_key,
+            ca_cert=ca_cert,
+            os_signer=signers[KeyUsage.OS],
+            app_signer=signers[KeyUsage.APP],
+            capability_signer=signers[KeyUsage.CAPABILITY],
+        )
+        if not (folder / OS_RELEASE_DIR).exists():
+            release = fleet.build_os_release(
+                version=INITIAL_OS_VERSION,
+                security_version=INITIAL_OS_SECURITY_VERSION,
+                build_time=int(now.timestamp()),
+            )
+            _publish_release(folder / OS_RELEASE_DIR, release)
+        return fleet
 
     def keystore(self) -> TrustedKeyStore:
         """What every device of the fleet trusts, each key for its one usage."""
@@ -142,6 +179,10 @@ class Fleet:
         return [
             (self.folder / OS_RELEASE_DIR / stage.file_name).read_bytes() for stage in BOOT_STAGES
         ]
+
+    def reference_values(self, *, description: str = "") -> schemas.OsReleaseCreate:
+        """What the operator registers so that the fleet's devices pass attestation."""
+        return release_reference_values(self.keystore(), self.os_release(), description=description)
 
     def build_os_release(
         self, *, version: str, security_version: int, build_time: int, payload_size: int = 0
@@ -206,6 +247,66 @@ def create_emulated_device(
     return device_id
 
 
+def release_reference_values(
+    keystore: TrustedKeyStore, release: Sequence[bytes], *, description: str = ""
+) -> schemas.OsReleaseCreate:
+    """The measurements a device with ``keystore`` makes when it boots ``release``; no I/O.
+
+    They are the first entries of its boot log (``boot_device``): the key store file exactly
+    as ``DeviceFlash.format`` writes it, then each boot stage's whole package. The version is
+    the OS stage's, which the device reports as its OS version. Capability, app and board
+    configuration measurements follow on a device, but they are not part of the OS release.
+    """
+    images = list(zip(BOOT_STAGES, release, strict=True))
+    measurements = [
+        schemas.ReferenceMeasurement(
+            stage=KEYSTORE_STAGE, digest=hashlib.sha256(keystore.encode()).hexdigest()
+        ),
+        *(
+            schemas.ReferenceMeasurement(stage=stage.name, digest=hashlib.sha256(data).hexdigest())
+            for stage, data in images
+        ),
+    ]
+    version = parse_package(images[-1][1]).metadata.version
+    return schemas.OsReleaseCreate(
+        version=version, description=description, measurements=measurements
+    )
+
+
+def _create_ca(folder: Path, now: dt.datetime) -> None:
+    ca_key, ca_cert = create_manufacturer_ca(
+        f"OpenSphere emulated fleet CA ({folder.name})", now=now, validity_days=CA_VALIDITY_DAYS
+    )
+    save_manufacturer_ca(
+        ca_key, ca_cert, key_path=folder / CA_KEY_FILE, cert_path=folder / CA_CERT_FILE
+    )
+
+
+def _load_or_create_key(path: Path) -> KeySigner:
+    """The signing key in ``path``; a new one if there is none (whoever creates it first wins)."""
+    if not path.exists():
+        _create_once(path, _pem(ec.generate_private_key(ec.SECP256R1())), mode=0o600)
+    return load_signing_key(path)
+
+
+def _publish_release(release_dir: Path, release: Sequence[bytes]) -> None:
+    """Write the release into a hidden folder, then rename it into place whole, only once."""
+    staging = release_dir.parent / f".{release_dir.name}-{secrets.token_hex(8)}"
+    staging.mkdir()
+    try:
+        for stage, data in zip(BOOT_STAGES, release, strict=True):
+            _create_once(staging / stage.file_name, data, mode=0o644)
+        fsync_directory(staging)
+        try:
+            os.rename(staging, release_dir)
+        except OSError:
+            if not release_dir.is_dir():
+                raise  # not the "another caller published it first" refusal
+        fsync_directory(release_dir.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _stand_in_body(stage: BootStage, version: str, payload_size: int) -> bytes:
     with tempfile.TemporaryDirectory(prefix="opensphere-os-") as temp:
         root = Path(temp)
@@ -227,11 +328,21 @@ def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _write_new(path: Path, data: bytes, *, mode: int) -> None:
-    """Create a file that must not exist yet, durably: a fleet's files are never overwritten."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+def _create_once(path: Path, data: bytes, *, mode: int) -> None:
+    """Create ``path`` whole and durably unless it exists: a fleet's files are never replaced.
+
+    The data goes to a temporary file first and is hard-linked into place, so nobody ever
+    reads a half-written key, and a file someone else created meanwhile is kept.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), mode)
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
     fsync_directory(path.parent)

@@ -23,6 +23,11 @@ EVIDENCE_MAX_AGE = 300
 CUSTOMER_STAGE_PREFIXES = ("app:", "board-config:")
 """Stages named `app:<component>` or `board-config:<component>` measure the customer's
 images; the OS reference values do not cover them (deployments will)."""
+DEVICE_SPECIFIC_STAGES = frozenset({"capability"})
+"""The `capability` stage measures the device's capability file (e.g. appDevelopment). The file
+is signed for one device ID at one time, so no OS release can hold a reference value for it.
+Skipping it hides nothing from the OS appraisal: every OS stage is still required and
+compared, and a device measures the file only after checking its signature and device ID."""
 
 
 class AppraisalError(Exception):
@@ -76,7 +81,10 @@ def appraise(
         )
     seen: set[str] = set()
     for measurement in claims.measurements:
-        if measurement.stage.startswith(CUSTOMER_STAGE_PREFIXES):
+        if (
+            measurement.stage.startswith(CUSTOMER_STAGE_PREFIXES)
+            or measurement.stage in DEVICE_SPECIFIC_STAGES
+        ):
             continue
         if measurement.stage in seen:
             raise AppraisalError(

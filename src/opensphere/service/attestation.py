@@ -36,6 +36,7 @@ from opensphere.service.appraisal import (
     appraise,
     verify_device_evidence,
 )
+from opensphere.service.bodies import read_body
 from opensphere.service.ca.authority import CertificateAuthority, CurrentIssuer
 from opensphere.service.ca.core import issue_device_certificate, to_pem
 from opensphere.service.device_auth import CREDENTIAL_LIFETIME, issue_credential
@@ -120,18 +121,6 @@ def _refuse(request: Request, device_id: str | None, code: str, detail: str) -> 
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it passes `limit` bytes (the rest is not read into memory)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _json(model: schemas.Model) -> Response:
     return Response(model.__pydantic_serializer__.to_json(model), media_type="application/json")
 
@@ -203,7 +192,7 @@ class NonceSweeper:
 )
 async def challenge(request: Request) -> Response:
     """A single-use nonce for one device, valid for 60 seconds (no user token: device endpoint)."""
-    body = await _read_body(request, MAX_CHALLENGE_BODY)
+    body = await read_body(request, MAX_CHALLENGE_BODY)
     try:
         if body is None:
             raise ValueError("the body is too large")
@@ -340,7 +329,7 @@ async def evidence(request: Request) -> Response:
     One write transaction: use up the nonce, record the verdict and, when the tenant's
     CA is at hand (the challenge warmed it), sign the certificate.
     """
-    body = await _read_body(request, MAX_EVIDENCE_SIZE)
+    body = await read_body(request, MAX_EVIDENCE_SIZE)
     if body is None:
         _refuse(request, None, "oversized_evidence", f"evidence over {MAX_EVIDENCE_SIZE} bytes")
     state = request.app.state

@@ -76,3 +76,5 @@ def request_context(
 
 
 Context = Annotated[RequestContext, Depends(request_context)]
+# For handlers that authenticate later (after streaming a body): the header, no session yet.
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

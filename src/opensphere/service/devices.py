@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from cryptography import x509
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
 
 from opensphere.api import schemas
@@ -31,6 +31,7 @@ from opensphere.service.paging import DEFAULT_LIMIT, decode_continuation, make_p
 from opensphere.service.products import get_device_group
 from opensphere.service.storage.models import Device
 from opensphere.service.tenants import Continuation, Limit, TenantId
+from opensphere.service.updates.publishing import update_status_out
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/devices", tags=["devices"])
 
@@ -240,14 +241,21 @@ def _get_device(context: Context, tenant_id: uuid.UUID, device_id: str) -> Devic
 
 @router.get("/{device_id}")
 def show_device(tenant_id: TenantId, device_id: DevicePathId, context: Context) -> schemas.Device:
-    """A device, with its last attestation's time and result."""
+    """A device, with its last attestation's time and result, and its last update report."""
     context.authorize(tenant_id, Role.READER)
-    return device_out(_get_device(context, tenant_id, device_id))
+    device = device_out(_get_device(context, tenant_id, device_id))
+    return device.model_copy(
+        update={"update_status": update_status_out(context.session, device_id)}
+    )
 
 
 @router.patch("/{device_id}")
 def update_device(
-    tenant_id: TenantId, device_id: DevicePathId, body: schemas.DeviceUpdate, context: Context
+    tenant_id: TenantId,
+    device_id: DevicePathId,
+    body: schemas.DeviceUpdate,
+    context: Context,
+    request: Request,
 ) -> schemas.Device:
     """Move a device to another device group, or disable or enable it (Contributor)."""
     with context.change(
@@ -272,4 +280,5 @@ def update_device(
             device.enabled = body.enabled
         device.updated_at = context.now
         change.details = details
+    request.app.state.tuf.forget_device(device_id)
     return device_out(device)

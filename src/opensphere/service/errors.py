@@ -50,6 +50,12 @@ class InvalidRequestError(ServiceError):
     default_code = "invalid_request"
 
 
+class PayloadTooLargeError(ServiceError):
+    """The request body is over the size limit; nothing of it was kept."""
+
+    default_code = "payload_too_large"
+
+
 class DeviceRefusedError(ServiceError):
     """A device endpoint refused the device; the same answer whatever the reason.
 

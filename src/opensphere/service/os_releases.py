@@ -12,13 +12,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from opensphere.api import schemas
+from opensphere.api.schemas import OsFeed
 from opensphere.service.deps import Context
 from opensphere.service.errors import ConflictError, NotFoundError
 from opensphere.service.paging import DEFAULT_LIMIT, decode_continuation, make_page
-from opensphere.service.storage.models import OsRelease, SecurityVersionMinimum
+from opensphere.service.storage.models import OsRelease, OsReleaseImage, SecurityVersionMinimum
 from opensphere.service.tenants import Continuation, Limit
+from opensphere.service.updates.publishing import republish_feed
 
 router = APIRouter(prefix="/v1", tags=["os-releases"])
 
@@ -35,6 +38,25 @@ def _out(row: OsRelease) -> schemas.OsRelease:
             for stage, digest in row.measurements
         ],
         created_at=row.created_at,
+        retail_eval_at=row.retail_eval_at,
+        retail_at=row.retail_at,
+    )
+
+
+def release_out(row: OsRelease, session: Session) -> schemas.OsRelease:
+    """The release with its OS component images (feeds: `service/updates/feeds.py`)."""
+    images = session.scalars(
+        select(OsReleaseImage)
+        .where(OsReleaseImage.os_release_id == row.id)
+        .order_by(OsReleaseImage.image_type, OsReleaseImage.image_id)
+    )
+    return _out(row).model_copy(
+        update={
+            "images": [
+                schemas.OsReleaseImage.model_validate(image, from_attributes=True)
+                for image in images
+            ]
+        }
     )
 
 
@@ -95,9 +117,19 @@ def delete_os_release(
                 f"there is no OS release {os_release_id}", code="os_release_not_found"
             )
         result = _out(row)
+        context.session.execute(
+            delete(OsReleaseImage).where(OsReleaseImage.os_release_id == row.id)
+        )
         context.session.delete(row)
+        context.session.flush()
+        tenants = []
+        if row.retail_eval_at is not None:
+            feed = OsFeed.RETAIL if row.retail_at is not None else OsFeed.RETAIL_EVAL
+            tenants = republish_feed(context.session, request.app.state.keys, feed, context.now)
         change.details = {"version": row.version}
     request.app.state.references.invalidate()
+    for tenant_id in tenants:
+        request.app.state.tuf.invalidate(tenant_id)
     return result
 
 

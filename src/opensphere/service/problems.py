@@ -19,6 +19,7 @@ from opensphere.service.errors import (
     DeviceRefusedError,
     InvalidRequestError,
     NotFoundError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     ServiceError,
 )
@@ -35,6 +36,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     NotFoundError: 404,
     ConflictError: 409,
     InvalidRequestError: 400,
+    PayloadTooLargeError: 413,
 }
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 

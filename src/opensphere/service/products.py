@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
@@ -20,8 +20,13 @@ from opensphere.api.schemas import NAME_PATTERN, OsFeed, Role, UpdatePolicy
 from opensphere.service.deps import Context
 from opensphere.service.errors import ConflictError, NotFoundError
 from opensphere.service.paging import DEFAULT_LIMIT, decode_continuation, make_page
-from opensphere.service.storage.models import Device, DeviceGroup, Product
+from opensphere.service.storage.models import Deployment, Device, DeviceGroup, Product
 from opensphere.service.tenants import Continuation, Limit, TenantId
+from opensphere.service.updates.publishing import (
+    group_deployment_out,
+    republish_published,
+    unpublish_group,
+)
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["products"])
 
@@ -237,7 +242,9 @@ def update_product(
 
 
 @router.delete("/products/{product_id}")
-def delete_product(tenant_id: TenantId, product_id: ProductId, context: Context) -> schemas.Product:
+def delete_product(
+    tenant_id: TenantId, product_id: ProductId, context: Context, request: Request
+) -> schemas.Product:
     """Delete a product and its device groups (Administrator)."""
     with context.change(
         "product.delete",
@@ -249,9 +256,18 @@ def delete_product(tenant_id: TenantId, product_id: ProductId, context: Context)
         product = _get_product(context, tenant_id, product_id)
         _refuse_if_devices(context, Device.product_id == product.id, "product")
         result = _product_out(product)
+        groups = context.session.scalars(
+            select(DeviceGroup).where(DeviceGroup.product_id == product.id)
+        ).all()
+        for group in groups:
+            context.session.execute(
+                delete(Deployment).where(Deployment.device_group_id == group.id)
+            )
+            unpublish_group(context.session, request.app.state.keys, group, context.now)
         context.session.execute(delete(DeviceGroup).where(DeviceGroup.product_id == product.id))
         context.session.delete(product)
         change.details = {"name": product.name}
+    request.app.state.tuf.invalidate(tenant_id)
     return result
 
 
@@ -333,8 +349,12 @@ def list_device_groups(
 def show_device_group(
     tenant_id: TenantId, device_group_id: DeviceGroupId, context: Context
 ) -> schemas.DeviceGroup:
+    """A device group, with its current deployment and how many devices are in which state."""
     context.authorize(tenant_id, Role.READER)
-    return _group_out(_get_group(context, tenant_id, device_group_id))
+    group = _get_group(context, tenant_id, device_group_id)
+    return _group_out(group).model_copy(
+        update={"deployment": group_deployment_out(context.session, group.id)}
+    )
 
 
 @router.patch("/device-groups/{device_group_id}")
@@ -343,7 +363,10 @@ def update_device_group(
     device_group_id: DeviceGroupId,
     body: schemas.DeviceGroupUpdate,
     context: Context,
+    request: Request,
 ) -> schemas.DeviceGroup:
+    """Change a device group (Contributor); a new feed or update policy is published at once."""
+    republished = False
     with context.change(
         "device_group.update",
         tenant_id=tenant_id,
@@ -359,15 +382,21 @@ def update_device_group(
         for field, value in changes.items():
             setattr(group, field, value)
         group.updated_at = context.now
+        if "os_feed" in changes or "update_policy" in changes:
+            republished = republish_published(
+                context.session, request.app.state.keys, [group], context.now
+            )
         change.details = changes
+    if republished:
+        request.app.state.tuf.invalidate(tenant_id)
     return _group_out(group)
 
 
 @router.delete("/device-groups/{device_group_id}")
 def delete_device_group(
-    tenant_id: TenantId, device_group_id: DeviceGroupId, context: Context
+    tenant_id: TenantId, device_group_id: DeviceGroupId, context: Context, request: Request
 ) -> schemas.DeviceGroup:
-    """Delete a device group (Administrator)."""
+    """Delete a device group (Administrator), its deployments and its update metadata role."""
     with context.change(
         "device_group.delete",
         tenant_id=tenant_id,
@@ -378,6 +407,9 @@ def delete_device_group(
         group = _get_group(context, tenant_id, device_group_id)
         _refuse_if_devices(context, Device.device_group_id == group.id, "device group")
         result = _group_out(group)
+        context.session.execute(delete(Deployment).where(Deployment.device_group_id == group.id))
+        unpublish_group(context.session, request.app.state.keys, group, context.now)
         context.session.delete(group)
         change.details = {"name": group.name, "product_id": str(group.product_id)}
+    request.app.state.tuf.invalidate(tenant_id)
     return result

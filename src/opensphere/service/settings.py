@@ -28,5 +28,9 @@ class ServiceSettings:
         return self.data_dir / "keys"
 
     @property
+    def blob_folder(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
     def is_embedded(self) -> bool:
         return self.database_url.startswith("sqlite")

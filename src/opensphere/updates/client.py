@@ -166,8 +166,14 @@ class BoundedFetcher(FetcherInterface):
     trickling bytes cannot hold the device forever (slow retrieval).
     """
 
-    def __init__(self, settings: ClientSettings = DEFAULT_SETTINGS) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings = DEFAULT_SETTINGS,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self._settings = settings
+        self._headers = dict(headers or {})
         self._pool = urllib3.PoolManager(retries=urllib3.Retry(total=3, read=0))
         self._timeout = urllib3.Timeout(
             connect=settings.connect_timeout, read=settings.read_timeout
@@ -200,7 +206,7 @@ class BoundedFetcher(FetcherInterface):
         return self._replay_and_extend(response, resume, offset)
 
     def _get(self, url: str, offset: int) -> urllib3.BaseHTTPResponse:
-        headers = {"User-Agent": self._settings.user_agent}
+        headers = {**self._headers, "User-Agent": self._settings.user_agent}
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
@@ -259,7 +265,8 @@ class UpdateSession:
     """One update check: refresh once, then look up and download any number of targets.
 
     Mirrors ngclient's Updater, which refreshes at most once in its life; the trust anchor is
-    the root in `metadata_dir` (see `init_trust`).
+    the root in `metadata_dir` (see `init_trust`). `headers` go with every request, e.g. the
+    device credential the service's repository asks for.
     """
 
     def __init__(
@@ -270,10 +277,11 @@ class UpdateSession:
         target_dir: Path | None = None,
         target_base_url: str | None = None,
         settings: ClientSettings = DEFAULT_SETTINGS,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._metadata_dir = metadata_dir
         self._target_dir = target_dir
-        self._fetcher = BoundedFetcher(settings)
+        self._fetcher = BoundedFetcher(settings, headers=headers)
         with _translated("loading the trusted root", local=True):
             self._updater = Updater(
                 str(metadata_dir),

@@ -46,6 +46,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from opensphere.updates.rollout import Rollout
+
 MANIFEST_NAME: Final = "manifest.json"
 MANIFEST_FORMAT: Final = "opensphere-manifest/1"
 
@@ -89,7 +91,10 @@ class Channel:
 
 @dataclass(frozen=True)
 class ImageTarget:
-    """An image a device may fetch: TUF pins length and hash; `custom` says what the image is."""
+    """An image a device may fetch: TUF pins length and hash; `custom` says what the image is.
+
+    `rollout` is set on a deployment's images (staged rollout, see `rollout`), not on OS images.
+    """
 
     length: int
     sha256: str
@@ -97,6 +102,7 @@ class ImageTarget:
     component_id: UUID
     image_type: str
     security_version: int
+    rollout: Rollout | None = None
 
     def __post_init__(self) -> None:
         if self.length < 0 or self.security_version < 0:
@@ -105,12 +111,15 @@ class ImageTarget:
             raise ValueError("sha256 must be 64 lowercase hexadecimal digits")
 
     def custom(self) -> dict[str, Any]:
-        return {
+        custom: dict[str, Any] = {
             "image_id": str(self.image_id),
             "component_id": str(self.component_id),
             "image_type": self.image_type,
             "security_version": self.security_version,
         }
+        if self.rollout is not None:
+            custom["rollout"] = self.rollout.custom()
+        return custom
 
 
 @dataclass(frozen=True)
@@ -390,6 +399,54 @@ def rotate_root(
         roles=roles,
         resign_timestamp=True,
     )
+
+
+def draft_root_rotation(
+    current_root: bytes,
+    *,
+    new_keys: Sequence[Key],
+    threshold: int,
+    now: datetime,
+    policy: ExpiryPolicy = DEFAULT_POLICY,
+) -> Metadata[Root]:
+    """Root N+1 with new root keys and no signature yet, for root keys kept offline.
+
+    Each key holder adds a signature (`Metadata.sign(signer, append=True)`) wherever the key
+    lives, and the repository checks and publishes the result with `append_root`. Online keys
+    stay as they are: replacing them needs `rotate_root` with the signers at hand.
+    """
+    if not 1 <= threshold <= len({key.keyid for key in new_keys}):
+        raise ValueError("root threshold must be between 1 and the number of distinct keys")
+    signed_root = copy.deepcopy(Metadata[Root].from_bytes(current_root).signed)
+    signed_root.version += 1
+    signed_root.expires = _utc(now) + policy.root
+    _replace_keys(signed_root, Root.type, new_keys)
+    signed_root.roles[Root.type].threshold = threshold
+    return Metadata(signed_root)
+
+
+def append_root(state: RepositoryState, root: bytes) -> RepositoryState:
+    """Publish a root N+1 signed elsewhere, once checked as a client will check it.
+
+    A threshold of root N's keys and a threshold of its own keys must have signed it (TUF
+    specification §5.3.4 and §5.3.5), and it may change only the root keys, the threshold and
+    the expiry.
+    """
+    old = Metadata[Root].from_bytes(state.roots[-1]).signed
+    new = Metadata[Root].from_bytes(root)
+    if new.signed.version != old.version + 1:
+        raise ValueError(f"the new root must be version {old.version + 1}")
+    if new.signed.consistent_snapshot != old.consistent_snapshot:
+        raise ValueError("the new root must keep consistent snapshots as they are")
+    for role in _TOP_LEVEL_ONLINE:
+        if set(new.signed.roles[role].keyids) != set(old.roles[role].keyids):
+            raise ValueError(f"the new root changes the {role} keys; only root keys may change")
+    result = new.signed.get_root_verification_result(old, new.signed_bytes, new.signatures)
+    if not result.verified:
+        raise ValueError(
+            f"root v{new.signed.version} is not signed by a threshold of the old and new root keys"
+        )
+    return replace(state, roots=(*state.roots, new.to_bytes(_SERIALIZER)))
 
 
 def needs_root_renewal(

@@ -1,4 +1,4 @@
-"""Appraisal rules: known OS, matching measurements, customer stages, minimum versions."""
+"""Appraisal rules: known OS, matching measurements, customer and device stages, minimums."""
 
 from __future__ import annotations
 
@@ -81,3 +81,15 @@ def test_versions_below_the_minimum_are_refused() -> None:
 
 def test_end_of_life_devices_are_refused() -> None:
     assert _code(_claims(state=SecurityState.EOL)) == "end_of_life"
+
+
+def test_the_device_specific_capability_stage_does_not_fail_os_appraisal() -> None:
+    """A development device measures its own capability file, which no release can list."""
+    measured = (
+        *(Measurement(s, d) for s, d in REFERENCE.items()),
+        Measurement("capability", b"\x03" * 32),
+        Measurement("app:5f3b", b"\x01" * 32),
+    )
+    appraise(_claims(measured), release=RELEASE, minimums={})
+    without_os = (Measurement("capability", b"\x03" * 32),)
+    assert _code(_claims(without_os)) == "missing_measurement"

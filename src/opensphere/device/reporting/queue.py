@@ -111,7 +111,8 @@ class EventQueue:
         with self._state(write=False) as state:
             return [record.event for record in state.records]
 
-    def record(self, occurrence: Occurrence, *, now: int) -> None:
+    def record(self, occurrence: Occurrence, *, now: int) -> uuid.UUID:
+        """File one occurrence; the id of the event record that now counts it."""
         window = now // self.window_seconds
         with self._state(write=True) as state:
             for record in reversed(state.records):
@@ -126,7 +127,7 @@ class EventQueue:
                             "last_seen": max(now, record.event.last_seen),
                         }
                     )
-                    return
+                    return record.event.id
             while len(state.records) >= self.capacity:
                 _drop_one(state, now=now, window=window)
             event = WireEvent(
@@ -143,6 +144,7 @@ class EventQueue:
                 last_seen=now,
             )
             state.records.append(_Record(event=event, window=window))
+            return event.id
 
     def next_batch(self, max_events: int) -> list[WireEvent]:
         """The oldest events, sealed from now on so that a retry sends them unchanged."""

@@ -76,10 +76,14 @@ class Runtime:
         self.device_folder = device_folder
         self.board = VirtualBoard(board)
         self.updates = UpdateDeferrals()
-        self.events = events or QueueEventSink(EventQueue(device_folder / EVENTS_QUEUE))
+        self._limits = limits or AppLimits()
+        self.events = events or QueueEventSink(
+            EventQueue(device_folder / EVENTS_QUEUE),
+            device_folder=device_folder,
+            memory_limit_bytes=self._limits.memory_bytes,
+        )
         self._requested_isolation = isolation
         self._restart = restart or RestartPolicy()
-        self._limits = limits or AppLimits()
         self._broker = NetworkBroker(server_address=server_address)
         self._device_certificate = device_certificate
         self._device_tenant = device_tenant

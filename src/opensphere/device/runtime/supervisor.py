@@ -2,8 +2,11 @@
 
 A high-level app is expected never to stop. When it does, the supervisor records an AppCrash
 (signal or non-zero status) or AppExit event and starts it again after an exponential
-back-off. Each run gets a fresh applibs connection, network session and process group; all
-three are torn down when the run ends, whatever the app left behind.
+back-off. A refused network request is also filed as a FirewallDenial event, at most once a
+second per capability, so an app retrying in a tight loop costs no queue writes.
+
+Each run gets a fresh applibs connection, network session and process group; all three are
+torn down when the run ends, whatever the app left behind.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from opensphere.device.reporting.queue import Occurrence
 from opensphere.device.runtime.board import VirtualBoard
 from opensphere.device.runtime.events import AppEvent, AppEventType, EventSink
 from opensphere.device.runtime.launch import AppLaunch
@@ -37,9 +41,15 @@ from opensphere.device.runtime.sandbox import AppLimits, Isolation, app_view, la
 from opensphere.device.runtime.services import AppContext, AppServices
 from opensphere.device.runtime.storage import MutableStorage
 from opensphere.device.runtime.updates import UpdateDeferrals
+from opensphere.formats.error_events import EventCategory
 
 MAX_LOG_BYTES: Final = 1024 * 1024
 MAX_LINE_BYTES: Final = 64 * 1024
+# Refusals of these capabilities are the app firewall at work, reported as FirewallDenial.
+FIREWALL_CAPABILITIES: Final = frozenset(
+    {"AllowedConnections", "AllowedTcpServerPorts", "AllowedUdpServerPorts"}
+)
+DENIAL_FILING_INTERVAL: Final = 1.0  # seconds between filings per capability
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +96,9 @@ class DeviceServices:
     stop_grace: float
 
 
+LOG_TAIL_BYTES = 16 * 1024
+
+
 class AppLog:
     """The app's stdout and stderr, plus the runtime's notes about it; kept under 1 MiB.
 
@@ -103,6 +116,16 @@ class AppLog:
                 self.path.replace(self.path.with_name(self.path.name + ".1"))
             with self.path.open("ab") as handle:
                 handle.write(data)
+
+    def tail(self, size: int) -> str:
+        """The last `size` bytes the app wrote (a Python fault prints its traceback there)."""
+        with self._lock:
+            try:
+                with self.path.open("rb") as handle:
+                    handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
+                    return handle.read().decode(errors="replace")
+            except OSError:
+                return ""
 
     def note(self, text: str) -> None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -134,6 +157,7 @@ class AppSupervisor:
         self._crashes = 0
         self._last_exit: AppEvent | None = None
         self._refusals: Counter[str] = Counter()
+        self._denials_filed: dict[str, float] = {}  # capability: monotonic time of last filing
 
     def start(self) -> None:
         with self._lock:
@@ -301,6 +325,7 @@ class AppSupervisor:
             component_id=self.launch.component_id,
             image_id=self.launch.image_id,
             app_name=self.launch.manifest.name,
+            log_tail=self.log.tail(LOG_TAIL_BYTES),
         )
         self.log.note(f"{event.event_type.value}: {event.reason}")
         with self._lock:
@@ -313,10 +338,32 @@ class AppSupervisor:
             log.exception("could not record %s for %s", event.event_type, self.launch.label)
 
     def _refused(self, refusal: CapabilityError) -> None:
+        capability = refusal.capability
+        now = time.monotonic()
         with self._lock:
-            self._refusals[refusal.capability] += 1
+            self._refusals[capability] += 1
+            last = self._denials_filed.get(capability)
+            file_denial = capability in FIREWALL_CAPABILITIES and (
+                last is None or now - last >= DENIAL_FILING_INTERVAL
+            )
+            if file_denial:
+                self._denials_filed[capability] = now
         self.log.note(f"refused: {refusal}")
         log.info("%s refused: %s", self.launch.label, refusal)
+        if file_denial:
+            self._file_denial(refusal)
+
+    def _file_denial(self, refusal: CapabilityError) -> None:
+        occurrence = Occurrence(
+            category=EventCategory.FIREWALL_DENIAL,
+            component_id=self.launch.component_id,
+            image_id=self.launch.image_id,
+            detail=f"{self.launch.manifest.name}: {refusal}",
+        )
+        try:
+            self._device.events.record_occurrence(occurrence, time=self._device.now())
+        except OSError:
+            log.exception("could not record a firewall denial for %s", self.launch.label)
 
     def _pump_output(self, stream: IO[bytes] | None) -> None:
         if stream is None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -197,6 +198,8 @@ class OsRelease(Base):
     description: Mapped[description_str]
     measurements: Mapped[list[list[str]]] = mapped_column(JSON)
     created_at: Mapped[timestamp]
+    retail_eval_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    retail_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class SecurityVersionMinimum(Base):
@@ -246,4 +249,134 @@ class TenantCa(Base):
     not_after: Mapped[timestamp]
     active_from: Mapped[timestamp]
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[timestamp]
+
+
+class Image(Base):
+    """A tenant's uploaded image, as stored: production-signed with the tenant's key; immutable."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "image_id", name="uq_images_tenant_image"),
+        Index("ix_images_tenant_id", "tenant_id", "id"),
+        Index("ix_images_sha256", "sha256"),
+    )
+
+    id: Mapped[uuid_pk]
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    image_id: Mapped[uuid.UUID]
+    component_id: Mapped[uuid.UUID]
+    image_type: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    security_version: Mapped[int] = mapped_column(BigInteger)
+    temporary: Mapped[bool] = mapped_column(Boolean, default=False)
+    sha256: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(BigInteger)
+    signer_thumbprint: Mapped[str] = mapped_column(String(64))
+    uploaded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    uploaded_by_name: Mapped[str] = mapped_column(String(254))
+    uploaded_at: Mapped[timestamp]
+
+
+class OsImageSigner(Base):
+    """A public key the operator trusts to sign OS component images (the OS vendor's)."""
+
+    __tablename__ = "os_image_signers"
+
+    thumbprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[name_str]
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[timestamp]
+
+
+class OsReleaseImage(Base):
+    """One OS component image of an OS release, stored as the OS vendor signed it."""
+
+    __tablename__ = "os_release_images"
+    __table_args__ = (
+        UniqueConstraint("os_release_id", "component_id", name="uq_os_release_images_component"),
+        Index("ix_os_release_images_sha256", "sha256"),
+    )
+
+    image_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    os_release_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("os_releases.id"))
+    component_id: Mapped[uuid.UUID]
+    image_type: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    security_version: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[timestamp]
+
+
+class Deployment(Base):
+    """A set of images assigned to a device group: one row per deployment, never per device."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("ix_deployments_device_group_id", "device_group_id", "id"),
+        Index("ix_deployments_tenant_id", "tenant_id", "id"),
+    )
+
+    id: Mapped[uuid_pk]
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    device_group_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("device_groups.id"))
+    image_ids: Mapped[list[str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    rollout_percentage: Mapped[int] = mapped_column(Integer)
+    failure_threshold: Mapped[int] = mapped_column(Integer)
+    min_reports: Mapped[int] = mapped_column(Integer)
+    halt_reason: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_by_name: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[timestamp]
+    updated_at: Mapped[timestamp]
+
+
+class DeviceUpdateStatus(Base):
+    """Where one device is in its updates: its latest report, updated in place."""
+
+    __tablename__ = "device_update_status"
+    __table_args__ = (Index("ix_device_update_status_deployment_state", "deployment_id", "state"),)
+
+    device_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("devices.device_id"), primary_key=True
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    deployment_id: Mapped[uuid.UUID | None]
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    installed_images: Mapped[list[str]] = mapped_column(JSON)
+    os_version: Mapped[str | None] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    reported_at: Mapped[timestamp]
+
+
+class TufRepository(Base):
+    """A tenant's TUF repository: which stored files make up its current state.
+
+    `head` names rows of `tuf_files`; `generation` grows with every change, so caches compare
+    one number; `refresh_due_at` is when the first online role enters its re-signing margin.
+    """
+
+    __tablename__ = "tuf_repositories"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    head: Mapped[dict[str, Any]] = mapped_column(JSON)
+    root_key_ids: Mapped[list[str]] = mapped_column(JSON)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    refresh_due_at: Mapped[timestamp]
+    updated_at: Mapped[timestamp]
+
+
+class TufFile(Base):
+    """One signed metadata file or manifest, append-only: a name never changes its bytes."""
+
+    __tablename__ = "tuf_files"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[timestamp]

@@ -2,7 +2,11 @@
 
 from alembic import context
 
+from opensphere.service.error_reports import models as error_report_models
 from opensphere.service.storage.models import Base
+
+# Domain packages keep their own tables; importing them registers them with Base.
+assert error_report_models
 
 config = context.config
 engine = config.attributes["engine"]

@@ -1,0 +1,1 @@
+"""Images, OS feeds, deployments, device update status and the tenants' TUF repositories."""

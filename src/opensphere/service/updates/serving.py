@@ -1,0 +1,390 @@
+"""Serving the tenants' TUF repositories to devices: the update-check hot path, and trust.
+
+`GET /v1/device/tuf/{tenant}/metadata/{name}` and `/targets/{path}` are what python-tuf's
+ngclient fetches (consistent snapshots, see `opensphere.updates.static`). Every device checks
+for updates regularly and almost always finds nothing new, so the check is cheap: these run in
+`HotPathMiddleware` (no router, no dependency solver), verify the device credential once per
+credential (the signature is cached until the credential expires) and the device's registry
+entry at most once a second per process (this process forgets it at once when it changes it,
+so a disabled device is refused within a second anywhere), and answer from an in-process cache of
+the latest metadata bytes per tenant. Versioned names never change, so they are cached for
+good and sent with `immutable`; `timestamp.json` is re-read from the database at most once a
+second per process (`HEAD_TTL`), carries an ETag, and answers 304 to `If-None-Match`.
+
+A read also keeps the repository fresh: when the earliest online role enters its re-signing
+margin (`refresh_due_at`), the read re-signs it (`refresh_expiring`) before answering.
+
+`GET /v1/device/trust` gives a device what it installs to trust its tenant's updates: the
+tenant's image-signing key (for apps) and the latest TUF root, plus where to fetch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Final, cast
+
+from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from sqlalchemy import Table, bindparam, exists, select, union_all
+from starlette.concurrency import run_in_threadpool
+
+from opensphere.api import schemas
+from opensphere.formats.image_package import key_thumbprint
+from opensphere.service.device_auth import (
+    CredentialError,
+    DeviceCaller,
+    DeviceCredential,
+    refuse_device,
+    verify_credential,
+)
+from opensphere.service.errors import NotFoundError
+from opensphere.service.storage.db import Storage
+from opensphere.service.storage.models import (
+    Device,
+    DeviceGroup,
+    Image,
+    OsReleaseImage,
+    TufFile,
+    TufRepository,
+)
+from opensphere.service.updates.blobs import BlobStore
+from opensphere.service.updates.images import PACKAGE_MEDIA_TYPE, tenant_image_signer
+from opensphere.service.updates.publishing import publish_groups
+from opensphere.service.updates.tuf_store import TIMESTAMP_NAME, lock_repository, save
+from opensphere.updates.repository import MANIFEST_NAME, Channel, refresh_expiring
+
+router = APIRouter(prefix="/v1/device", tags=["device"])
+
+TUF_PREFIX: Final = "/v1/device/tuf/"
+HEAD_TTL: Final = 1.0
+IMMUTABLE: Final = "private, max-age=31536000, immutable"
+SHORT_LIVED: Final = "private, max-age=60"
+_JSON: Final = "application/json"
+_CHUNK: Final = 1 << 16
+_MAX_CREDENTIALS: Final = 65_536
+_MAX_FILES: Final = 4096
+_SCHEME: Final = "device "
+_RANGE: Final = re.compile(r"bytes=(\d+)-")
+_TARGET: Final = re.compile(r"[a-z]+/[A-Za-z0-9-]+/([0-9a-f]{64})\.[A-Za-z0-9._-]+")
+
+_DEVICES = cast(Table, Device.__table__)
+_REPOSITORIES = cast(Table, TufRepository.__table__)
+_FILES = cast(Table, TufFile.__table__)
+_IMAGES = cast(Table, Image.__table__)
+_OS_IMAGES = cast(Table, OsReleaseImage.__table__)
+# Built once: building a statement costs more than running it.
+_REGISTRY = select(_DEVICES.c.tenant_id, _DEVICES.c.enabled).where(
+    _DEVICES.c.device_id == bindparam("p_device_id")
+)
+_HEAD = select(
+    _REPOSITORIES.c.generation, _REPOSITORIES.c.head, _REPOSITORIES.c.refresh_due_at
+).where(_REPOSITORIES.c.tenant_id == bindparam("p_tenant_id"))
+_FILE = select(_FILES.c.data).where(
+    _FILES.c.tenant_id == bindparam("p_tenant_id"), _FILES.c.name == bindparam("p_name")
+)
+_BLOB_OWNED = select(
+    exists(
+        union_all(
+            select(_IMAGES.c.id).where(
+                _IMAGES.c.tenant_id == bindparam("p_tenant_id"),
+                _IMAGES.c.sha256 == bindparam("p_sha256"),
+            ),
+            select(_OS_IMAGES.c.image_id).where(_OS_IMAGES.c.sha256 == bindparam("p_sha256")),
+        )
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    generation: int
+    timestamp: bytes
+    etag: str
+    refresh_due_at: dt.datetime
+    checked_at: float
+
+
+class TufCache:
+    """The latest metadata per tenant in this process; other processes' changes show within
+    `HEAD_TTL`, this process's at once (`invalidate`)."""
+
+    def __init__(self) -> None:
+        self._heads: dict[uuid.UUID, _Head] = {}
+        self._files: OrderedDict[tuple[uuid.UUID, str], bytes] = OrderedDict()
+        self._credentials: dict[str, DeviceCredential] = {}
+        self._registry: dict[str, tuple[uuid.UUID, bool, float]] = {}
+
+    def invalidate(self, tenant_id: uuid.UUID) -> None:
+        self._heads.pop(tenant_id, None)
+
+    def forget_device(self, device_id: str) -> None:
+        """The device's registration changed (disabled, moved): read it again next time."""
+        self._registry.pop(device_id, None)
+
+    def registration(self, storage: Storage, device_id: str) -> tuple[uuid.UUID, bool] | None:
+        """(tenant, enabled) of a claimed device, re-read at most every `HEAD_TTL`."""
+        cached = self._registry.get(device_id)
+        if cached is not None and time.monotonic() - cached[2] < HEAD_TTL:
+            return cached[0], cached[1]
+        with storage.engine.connect() as connection:
+            row = connection.execute(_REGISTRY, {"p_device_id": device_id}).first()
+        if row is None:
+            return None
+        if len(self._registry) >= _MAX_CREDENTIALS:
+            self._registry.clear()
+        self._registry[device_id] = (row.tenant_id, row.enabled, time.monotonic())
+        return row.tenant_id, row.enabled
+
+    def credential(self, presented: str, request: Request, now: dt.datetime) -> DeviceCredential:
+        """The credential's claims; its signature is checked on first sight only."""
+        claims = self._credentials.get(presented)
+        if claims is None:
+            try:
+                claims = verify_credential(
+                    presented, request.app.state.credential_public_key, now=now
+                )
+            except CredentialError as exc:
+                refuse_device(request.state.request_id, f"bad device credential: {exc}")
+            if len(self._credentials) >= _MAX_CREDENTIALS:
+                self._credentials.clear()
+            self._credentials[presented] = claims
+        elif claims.expires_at <= now:
+            del self._credentials[presented]
+            refuse_device(
+                request.state.request_id, f"the credential expired at {claims.expires_at}"
+            )
+        return claims
+
+    def head(self, storage: Storage, tenant_id: uuid.UUID) -> _Head | None:
+        cached = self._heads.get(tenant_id)
+        if cached is not None and time.monotonic() - cached.checked_at < HEAD_TTL:
+            return cached
+        with storage.engine.connect() as connection:
+            row = connection.execute(_HEAD, {"p_tenant_id": tenant_id}).first()
+            if row is None:
+                return None
+            if cached is not None and cached.generation == row.generation:
+                timestamp = cached.timestamp
+            else:
+                timestamp = connection.execute(
+                    _FILE, {"p_tenant_id": tenant_id, "p_name": row.head["timestamp"]}
+                ).scalar_one()
+        head = _Head(
+            generation=row.generation,
+            timestamp=timestamp,
+            etag=f'"{hashlib.sha256(timestamp).hexdigest()[:32]}"',
+            refresh_due_at=row.refresh_due_at,
+            checked_at=time.monotonic(),
+        )
+        self._heads[tenant_id] = head
+        return head
+
+    def file(self, storage: Storage, tenant_id: uuid.UUID, name: str) -> bytes | None:
+        """An immutable file (versioned metadata or a manifest), cached once read."""
+        key = (tenant_id, name)
+        data = self._files.get(key)
+        if data is not None:
+            self._files.move_to_end(key)
+            return data
+        with storage.engine.connect() as connection:
+            data = connection.execute(_FILE, {"p_tenant_id": tenant_id, "p_name": name}).scalar()
+        if data is not None:
+            self._files[key] = data
+            if len(self._files) > _MAX_FILES:
+                self._files.popitem(last=False)
+        return data
+
+
+def _not_found(what: str) -> NotFoundError:
+    return NotFoundError(f"there is no {what} in this repository", code="not_found")
+
+
+def _device_tenant(request: Request, now: dt.datetime) -> uuid.UUID:
+    """The calling device's tenant, if its credential is good and the device is enabled."""
+    header = request.headers.get("authorization", "")
+    request_id = request.state.request_id
+    if header[: len(_SCHEME)].lower() != _SCHEME:
+        refuse_device(request_id, "no 'Authorization: Device <credential>' header")
+    cache: TufCache = request.app.state.tuf
+    claims = cache.credential(header[len(_SCHEME) :].strip(), request, now)
+    registered = cache.registration(request.app.state.storage, claims.device_id)
+    if registered is None or registered[0] != claims.tenant_id:
+        refuse_device(request_id, f"device {claims.device_id[:16]}… is not claimed")
+    if not registered[1]:
+        refuse_device(request_id, f"device {claims.device_id[:16]}… is disabled")
+    return claims.tenant_id
+
+
+async def serve_tuf(request: Request) -> Response:
+    """`/v1/device/tuf/{tenant}/metadata/{name}` and `/v1/device/tuf/{tenant}/targets/{path}`."""
+    tenant_text, _, rest = request.scope["path"][len(TUF_PREFIX) :].partition("/")
+    kind, _, name = rest.partition("/")
+    try:
+        tenant_id = uuid.UUID(tenant_text)
+    except ValueError:
+        raise _not_found("such tenant") from None
+    state = request.app.state
+    now: dt.datetime = state.clock.now()
+    if _device_tenant(request, now) != tenant_id:
+        refuse_device(request.state.request_id, f"the device is not in tenant {tenant_id}")
+    if kind == "metadata" and name == TIMESTAMP_NAME:
+        return await _timestamp(request, tenant_id, now)
+    if kind == "metadata":
+        data = state.tuf.file(state.storage, tenant_id, name)
+        if data is None:
+            raise _not_found(f"metadata file {name!r}")
+        return Response(data, media_type=_JSON, headers={"Cache-Control": IMMUTABLE})
+    if kind == "targets" and name.endswith("." + MANIFEST_NAME):
+        data = state.tuf.file(state.storage, tenant_id, f"targets/{name}")
+        if data is None:
+            raise _not_found(f"target {name!r}")
+        return Response(data, media_type=_JSON, headers={"Cache-Control": IMMUTABLE})
+    if kind == "targets":
+        return _target(request, tenant_id, name)
+    raise _not_found(f"{kind!r}")
+
+
+async def _timestamp(request: Request, tenant_id: uuid.UUID, now: dt.datetime) -> Response:
+    state = request.app.state
+    cache: TufCache = state.tuf
+    head = cache.head(state.storage, tenant_id)
+    if head is None:
+        raise _not_found("repository for this tenant yet; ask /v1/device/trust first")
+    if now >= head.refresh_due_at:
+        await run_in_threadpool(refresh_repository, request, tenant_id, now)
+        head = cache.head(state.storage, tenant_id)
+        assert head is not None
+    headers = {"ETag": head.etag, "Cache-Control": SHORT_LIVED}
+    if request.headers.get("if-none-match") == head.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(head.timestamp, media_type=_JSON, headers=headers)
+
+
+def refresh_repository(request: Request, tenant_id: uuid.UUID, now: dt.datetime) -> None:
+    """Re-sign whatever nears expiry (in its own write transaction) and forget the cached head."""
+    with request.app.state.storage.write_session() as session:
+        locked = lock_repository(session, request.app.state.keys, tenant_id, now)
+        save(session, locked, refresh_expiring(locked.state, online=locked.online, now=now), now)
+        session.commit()
+    request.app.state.tuf.invalidate(tenant_id)
+
+
+def _target(request: Request, tenant_id: uuid.UUID, path: str) -> Response:
+    """An image, by the hash in its name, if it is this tenant's or an OS image."""
+    match = _TARGET.fullmatch(path)
+    if match is None:
+        raise _not_found(f"target {path!r}")
+    sha256 = match.group(1)
+    storage: Storage = request.app.state.storage
+    with storage.engine.connect() as connection:
+        owned = connection.execute(
+            _BLOB_OWNED, {"p_tenant_id": tenant_id, "p_sha256": sha256}
+        ).scalar()
+    if not owned:
+        raise _not_found(f"target {path!r}")
+    blobs: BlobStore = request.app.state.blobs
+    blob = blobs.open(sha256)
+    length = blob.seek(0, 2)
+    start = 0
+    wanted = _RANGE.fullmatch(request.headers.get("range", ""))
+    if wanted is not None and int(wanted.group(1)) < length:
+        start = int(wanted.group(1))
+    blob.seek(start)
+    headers = {"Cache-Control": IMMUTABLE, "Content-Length": str(length - start)}
+    headers["Accept-Ranges"] = "bytes"
+    if start:
+        headers["Content-Range"] = f"bytes {start}-{length - 1}/{length}"
+    return StreamingResponse(
+        _chunks(blob),
+        status_code=206 if start else 200,
+        media_type=PACKAGE_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _chunks(blob: BinaryIO) -> Iterator[bytes]:
+    with blob:
+        while chunk := blob.read(_CHUNK):
+            yield chunk
+
+
+_METADATA_DOC: Final[dict[int | str, dict[str, Any]]] = {
+    200: {"content": {_JSON: {}}, "description": "signed TUF metadata"},
+    304: {"description": "timestamp.json has not changed (If-None-Match)"},
+}
+
+
+@router.get("/tuf/{tenant_id}/metadata/{name}", response_class=Response, responses=_METADATA_DOC)
+async def tuf_metadata(tenant_id: uuid.UUID, name: str, request: Request) -> Response:
+    """TUF metadata for the device's tenant (device credential); served on the hot path."""
+    return await serve_tuf(request)
+
+
+@router.get(
+    "/tuf/{tenant_id}/targets/{target_path:path}",
+    response_class=Response,
+    responses={200: {"content": {PACKAGE_MEDIA_TYPE: {}}, "description": "a target file"}},
+)
+async def tuf_target(tenant_id: uuid.UUID, target_path: str, request: Request) -> Response:
+    """A TUF target (image or manifest) named by its hash (device credential); hot path."""
+    return await serve_tuf(request)
+
+
+@router.get("/trust")
+def device_trust(caller: DeviceCaller, request: Request) -> schemas.DeviceTrust:
+    """What the device installs to trust its tenant's updates (device credential).
+
+    The tenant's image-signing key goes into the device's trusted key store for apps; the TUF
+    root is the device's trust anchor for update metadata (`opensphere.updates.client.
+    init_trust`). The repository and the device's group role are created on first ask.
+    """
+    tenant_id = caller.device.tenant_id
+    group_id = caller.device.device_group_id
+    state = request.app.state
+    signer = tenant_image_signer(state.keys, tenant_id)
+    row = caller.session.get(TufRepository, tenant_id)
+    channel = None if group_id is None else Channel.group(group_id)
+    if row is None or (channel is not None and channel.role not in row.head["delegated"]):
+        with state.storage.write_session() as session:
+            locked = lock_repository(session, state.keys, tenant_id, caller.now)
+            group = None if group_id is None else session.get(DeviceGroup, group_id)
+            if (
+                group is not None
+                and channel is not None
+                and channel.role not in locked.state.delegated
+            ):
+                publish_groups(session, state.keys, [group], caller.now)
+            session.commit()
+            latest_root = locked.state.roots[-1]
+        state.tuf.invalidate(tenant_id)
+    else:
+        stored = caller.session.get(TufFile, (tenant_id, row.head["roots"][-1]))
+        assert stored is not None
+        latest_root = stored.data
+    public_key = signer.public_key()
+    return schemas.DeviceTrust(
+        tenant_id=tenant_id,
+        device_group_id=group_id,
+        image_signing_keys=[
+            schemas.TrustedSigningKey(
+                name=f"tenant-{tenant_id}",
+                thumbprint=key_thumbprint(public_key).hex(),
+                public_key=public_key.public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                ).decode(),
+                usages=["app"],
+            )
+        ],
+        tuf_root=latest_root.decode(),
+        metadata_path=f"{TUF_PREFIX}{tenant_id}/metadata/",
+        targets_path=f"{TUF_PREFIX}{tenant_id}/targets/",
+        channel_prefix=None if channel is None else channel.prefix,
+    )
