@@ -547,6 +547,21 @@ class Client:
         )
         return schemas.DeviceIdentity.model_validate_json(response.content)
 
+    def download_capability(
+        self,
+        tenant_id: uuid.UUID,
+        device_id: str,
+        capabilities: list[str],
+        *,
+        expires_in_days: int | None = None,
+    ) -> bytes:
+        """A capability file for the device, signed by the service."""
+        return self.raw(
+            "POST",
+            f"/v1/tenants/{tenant_id}/devices/{device_id}/capability",
+            json={"capabilities": capabilities, "expires_in_days": expires_in_days},
+        ).content
+
     # --- failure reporting (device side) -------------------------------------------
 
     def reporting_config(self, credential: str) -> error_reports.ReportingConfig:

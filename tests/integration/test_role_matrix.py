@@ -34,6 +34,7 @@ from update_helpers import app_package, deploy, uploaded
 from conftest import Api, FixedClock
 from opensphere.device.emulator import Fleet
 from opensphere.formats.error_events import EventCategory, WireEvent, encode_batch
+from opensphere.service.capabilities import CAPABILITY_KEY_ID
 from opensphere.service.device_auth import issue_credential
 from opensphere.updates.repository import draft_root_rotation
 
@@ -83,6 +84,7 @@ REQUIRED: dict[tuple[str, str], str] = {
     ("GET", "/v1/tenants/{tenant_id}/devices"): "Reader",
     ("GET", "/v1/tenants/{tenant_id}/devices/{device_id}"): "Reader",
     ("PATCH", "/v1/tenants/{tenant_id}/devices/{device_id}"): "Contributor",
+    ("POST", "/v1/tenants/{tenant_id}/devices/{device_id}/capability"): "Contributor",
     ("GET", "/v1/tenants/{tenant_id}/ca-certificates"): "Reader",
     ("GET", "/v1/tenants/{tenant_id}/ca-certificates/{ca_certificate_id}"): "Reader",
     ("GET", "/v1/tenants/{tenant_id}/ca-certificates/{ca_certificate_id}/certificate"): "Reader",
@@ -381,6 +383,9 @@ def _body(method: str, path: str, target: Target) -> dict[str, Any] | None:
         ): lambda: {"paused": True},
         ("POST", "/v1/tenants/{tenant_id}/devices/claim"): lambda: {"devices": [target.claim]},
         ("PATCH", "/v1/tenants/{tenant_id}/devices/{device_id}"): lambda: {"enabled": False},
+        ("POST", "/v1/tenants/{tenant_id}/devices/{device_id}/capability"): lambda: {
+            "capabilities": ["appDevelopment"]
+        },
         ("POST", "/v1/tenants/{tenant_id}/ca-certificates/{ca_certificate_id}/proof"): lambda: {
             "verification_code": "CODE1"
         },
@@ -432,6 +437,9 @@ def world(api: Api, clock: FixedClock, tmp_path: Path) -> World:
     headers["expired"] = api.as_(short["token"])
     manufacturer = new_fleet(tmp_path / "fleet")
     register_manufacturer(api, manufacturer.ca_cert)
+    api.client.app.state.keys.import_key(  # type: ignore[attr-defined]
+        CAPABILITY_KEY_ID, manufacturer.capability_signer.private_key
+    )
     world_signers = {
         "keys": [
             {

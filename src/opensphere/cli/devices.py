@@ -199,3 +199,30 @@ def device_update(
         group_id = resolve_device_group(client, tenant_id, device_group) if device_group else None
         body = schemas.DeviceUpdate(device_group_id=group_id, enabled=enabled)
         emit(client.update_device(tenant_id, device_id, body), output, COLUMNS)
+
+
+def capability_download(
+    device_id: Annotated[str, typer.Option("--device-id", help="the device's ID")],
+    output_file: Annotated[Path, typer.Option("--output", help="file to write")],
+    capability_type: Annotated[
+        list[str],
+        typer.Option("--type", help="appDevelopment and/or fieldServicing (repeat the option)"),
+    ],
+    expires_in_days: Annotated[int | None, typer.Option(help="valid this many days")] = None,
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Get a capability file for one device, signed by the service (Contributor)."""
+    with signed_in_client(profile) as client:
+        data = client.download_capability(
+            resolve_tenant(client, tenant, profile),
+            device_id,
+            capability_type,
+            expires_in_days=expires_in_days,
+        )
+    output_file.write_bytes(data)
+    console.print(
+        f"capability file written to {output_file}; apply it with "
+        "'sphere device capability update --file … --device DIR'",
+        highlight=False,
+    )

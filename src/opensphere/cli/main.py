@@ -20,6 +20,7 @@ from opensphere.cli import (
     error_reports,
     images,
     manufacturer,
+    operator,
     os_feeds,
     os_releases,
     products,
@@ -69,7 +70,9 @@ app.add_typer(error_reports.problem_app, name="problem")
 devices.device_app.add_typer(error_reports.crash_dump_app, name="crash-dump")
 devices.device_app.add_typer(device_os.sideload_app, name="sideload")
 devices.device_app.add_typer(device_os.image_app, name="image")
+device_os.capability_app.command("download")(devices.capability_download)
 devices.device_app.add_typer(device_os.capability_app, name="capability")
+app.add_typer(operator.operator_app, name="operator")
 app.add_typer(device_os.image_package_app, name="image-package")
 app.add_typer(apps.app_app, name="app")
 

@@ -18,6 +18,7 @@ from opensphere.api.schemas import Problem
 from opensphere.service import (
     attestation,
     audit,
+    capabilities,
     device_auth,
     devices,
     manufacturers,
@@ -211,6 +212,7 @@ def create_app(
         tuf_admin,
     ):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
+    app.include_router(capabilities.router, responses=PROBLEM_RESPONSES)
     app.include_router(error_report_routes.router, responses=PROBLEM_RESPONSES)
     app.include_router(error_report_routes.device_router, responses=PROBLEM_RESPONSES)
 

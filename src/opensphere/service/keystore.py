@@ -88,6 +88,11 @@ class FileKeyStore:
             self._cache[key_id] = key
         return key
 
+    def import_key(self, key_id: str, key: ec.EllipticCurvePrivateKey) -> None:
+        """Adopt a key made elsewhere (the fleet's capability key); ids are never reused."""
+        if not self._publish(key_id, key):
+            raise KeyStoreError(f"key {key_id!r} already exists; key ids are never reused")
+
     def load_or_create(self, key_id: str) -> ec.EllipticCurvePrivateKey:
         if key_id not in self._cache and not self._path(key_id).exists():
             self._publish(key_id, ec.generate_private_key(ec.SECP256R1()))
