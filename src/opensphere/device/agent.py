@@ -19,11 +19,8 @@ What attestation leaves in `<device folder>/daa/` (written atomically, secrets 0
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import json
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,7 +33,7 @@ from opensphere.api import schemas
 from opensphere.client import Client
 from opensphere.device.boot import BootResult, boot_device, confirm_boot
 from opensphere.device.errors import DeviceStateError
-from opensphere.device.flash import DeviceFlash
+from opensphere.device.flash import DeviceFlash, write_atomically
 from opensphere.device.policy import BOOT_STAGES, fuse_name
 from opensphere.formats.evidence import EvidenceClaims, encode_evidence
 from opensphere.rot import RootOfTrust
@@ -180,28 +177,13 @@ class DeviceAgent:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_atomically(self._daa / STATE_FILE, b"{}")
-        _write_atomically(self.client_key_path, key_pem)
-        _write_atomically(self.certificate_path, grant.certificate.encode())
-        _write_atomically(self.chain_path, "".join(grant.chain).encode())
-        _write_atomically(self._daa / CREDENTIAL_FILE, grant.credential.encode())
+        write_atomically(self._daa / STATE_FILE, b"{}")
+        write_atomically(self.client_key_path, key_pem)
+        write_atomically(self.certificate_path, grant.certificate.encode())
+        write_atomically(self.chain_path, "".join(grant.chain).encode())
+        write_atomically(self._daa / CREDENTIAL_FILE, grant.credential.encode())
         state = {
             "certificate_expires_at": grant.certificate_expires_at.isoformat(),
             "credential_expires_at": grant.credential_expires_at.isoformat(),
         }
-        _write_atomically(self._daa / STATE_FILE, json.dumps(state).encode())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file (0600), fsync, rename: readers see the old file or the new one."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+        write_atomically(self._daa / STATE_FILE, json.dumps(state).encode())

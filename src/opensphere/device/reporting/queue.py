@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opensphere.device.flash import write_atomically
 from opensphere.formats.error_events import PLANNED, EventCategory, WireEvent
 
 STATE_VERSION = 1
@@ -212,7 +213,7 @@ def _save(path: Path, state: _State) -> None:
             for r in state.records
         ],
     }
-    _write_atomically(path, json.dumps(data, separators=(",", ":")).encode())
+    write_atomically(path, json.dumps(data, separators=(",", ":")).encode())
 
 
 def _load(path: Path) -> tuple[_State, bool]:
@@ -240,19 +241,3 @@ def _load(path: Path) -> tuple[_State, bool]:
         os.replace(path, path.with_name(path.name + ".damaged"))
         return _State(), True
     return state, False
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
