@@ -1,4 +1,5 @@
-"""`./run test`: start a throwaway PostgreSQL, run the whole suite in parallel, stop it.
+"""`./run test`: install missing Debian packages, start a throwaway PostgreSQL, run the
+whole suite in parallel, stop it.
 
 Exits non-zero when a test fails, when none ran, or when PostgreSQL cannot be had.
 """
@@ -14,12 +15,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from support.debian import TEST_PACKAGES, PackagesUnavailableError, ensure_packages  # noqa: E402
 from support.pgserver import PostgresServer, PostgresUnavailableError  # noqa: E402
 
 NO_TESTS_COLLECTED = 5
 
 
 def main(pytest_args: list[str]) -> int:
+    try:
+        print("==> Debian packages the tests need: " + " ".join(TEST_PACKAGES), flush=True)
+        ensure_packages(TEST_PACKAGES)
+    except PackagesUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="opensphere-pg-")))
     try:
         print("==> starting a throwaway PostgreSQL on loopback", flush=True)
