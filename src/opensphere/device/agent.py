@@ -110,13 +110,14 @@ class DeviceAgent:
     def credential(self) -> str:
         return (self._daa / CREDENTIAL_FILE).read_text().strip()
 
-    def boot(self, *, now: dt.datetime) -> BootResult:
-        """Power on: secure boot of the device's flash; a new OS release on trial is accepted.
+    def boot(self, *, now: dt.datetime, confirm_trial: bool = True) -> BootResult:
+        """Power on: secure boot of the device's flash.
 
         `boot_device` commits a normal boot itself. A release booted on trial verified and
-        measured like any other, so it is confirmed here, before any evidence is signed: the
-        fuses it raises are what the evidence reports, and an unconfirmed trial would report
-        the old ones and could never pass a minimum raised for the new release.
+        measured like any other; a device without an update agent (`confirm_trial`) confirms it
+        here, before any evidence is signed: the fuses it raises are what the evidence reports,
+        and an unconfirmed trial would report the old ones and could never pass a minimum
+        raised for the new release. The update agent confirms only after its health check.
         """
         flash = DeviceFlash(self._folder)
         if not flash.keystore_file.exists():
@@ -126,7 +127,7 @@ class DeviceAgent:
                 "'sphere device-emulator create'"
             )
         result = boot_device(flash, self._rot, now=int(now.timestamp()))
-        if result.trial:
+        if result.trial and confirm_trial:
             confirm_boot(flash, self._rot, result)
         self._boot = result
         return result

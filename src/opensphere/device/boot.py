@@ -13,8 +13,10 @@ measured; a refused app is left out and recorded, the rest of the device still b
 are not started here: the ``BootResult`` lists them for the app runtime.
 
 Anti-rollback fuses are raised only for what is committed: the confirmed OS slot and the apps
-that verified. A slot booted on trial raises its fuses when ``confirm_boot`` accepts it, so
-until then the previous release stays bootable.
+that verified and are not on trial. A slot booted on trial raises its fuses when
+``confirm_boot`` accepts it, apps on trial when ``install.confirm_app_trial`` does, so until
+then the previous release and the previous apps stay bootable. Like a trial slot, apps on trial
+get one boot: a second boot without a confirmation puts the previous apps back.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from uuid import UUID
 
 from opensphere.device.capabilities import verify_capability_for_device
 from opensphere.device.errors import DeviceStateError, ImageRefusedError, NoBootableSlotError
 from opensphere.device.events import ErrorEvent, EventType, record_event
-from opensphere.device.flash import BootControl, DeviceFlash, make_durable_dir, other_slot
+from opensphere.device.flash import (
+    AppTrial,
+    BootControl,
+    DeviceFlash,
+    make_durable_dir,
+    other_slot,
+)
+from opensphere.device.install import roll_back_app_trial
 from opensphere.device.keystore import TrustedKeyStore
 from opensphere.device.policy import (
     BOOT_STAGES,
@@ -79,6 +89,7 @@ class BootResult:
     capabilities: CapabilityGrant | None
     events: tuple[ErrorEvent, ...]
     run_dir: Path
+    app_trial: frozenset[UUID] = frozenset()
 
     @property
     def os_version(self) -> str:
@@ -113,6 +124,7 @@ def boot_device(flash: DeviceFlash, rot: RootOfTrust, *, now: int) -> BootResult
     keystore = TrustedKeyStore.decode(keystore_bytes)
     events = _Events(flash, now)
     control = _start(flash, events)
+    app_trial = _start_app_trial(flash, events)
     trial = control.trial
     order = (trial, control.active) if trial else (control.active, other_slot(control.active))
 
@@ -137,8 +149,16 @@ def boot_device(flash: DeviceFlash, rot: RootOfTrust, *, now: int) -> BootResult
         _commit_security_versions(rot, os_images)
 
     grant = _load_capabilities(flash, keystore, rot, events)
-    apps, board_configs = _boot_app_area(flash, keystore, rot, grant, events)
-    _commit_security_versions(rot, [app.image for app in apps] + board_configs)
+    app_keys = keystore.with_app_keys(flash.read_tenant_keys())
+    apps, board_configs = _boot_app_area(flash, app_keys, rot, grant, events)
+    _commit_security_versions(
+        rot,
+        [
+            image
+            for image in [app.image for app in apps] + board_configs
+            if image.metadata.identity.component_id not in app_trial
+        ],
+    )
     return BootResult(
         slot=slot,
         trial=on_trial,
@@ -148,6 +168,7 @@ def boot_device(flash: DeviceFlash, rot: RootOfTrust, *, now: int) -> BootResult
         capabilities=grant,
         events=tuple(events.recorded),
         run_dir=flash.run_dir,
+        app_trial=app_trial,
     )
 
 
@@ -186,6 +207,32 @@ def _start(flash: DeviceFlash, events: _Events) -> BootControl:
     if control.trial is not None:
         flash.write_control(BootControl(active=control.active, unconfirmed=control.trial))
     return control
+
+
+def _start_app_trial(flash: DeviceFlash, events: _Events) -> frozenset[UUID]:
+    """Spend the one boot of apps on trial, or roll them back if it was spent already."""
+    try:
+        trial = flash.read_app_trial()
+    except DeviceStateError as exc:
+        events.add(ErrorEvent(EventType.BOOT_CONTROL_DAMAGED, "app-trial", str(exc), events.now))
+        flash.write_app_trial(None)
+        return frozenset()
+    if trial is None:
+        return frozenset()
+    if trial.booted:
+        for component_id in roll_back_app_trial(flash):
+            events.add(
+                ErrorEvent(
+                    EventType.UPDATE_ROLLED_BACK,
+                    "app",
+                    "the updated app was not confirmed before the next boot",
+                    events.now,
+                    component_id=str(component_id),
+                )
+            )
+        return frozenset()
+    flash.write_app_trial(AppTrial(trial.had_previous, booted=True))
+    return frozenset(trial.had_previous)
 
 
 def _boot_slot(

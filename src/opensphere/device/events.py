@@ -1,4 +1,4 @@
-"""Error events of secure boot, kept in the device's failure-report queue until uploaded.
+"""Events of secure boot and the update agent, kept in the failure-report queue until uploaded.
 
 Boot describes what it refused with an ``ErrorEvent``; ``record_event`` files it in the
 persistent, bounded, aggregating queue (``device/reporting/queue.py``) as the matching
@@ -25,6 +25,8 @@ class EventType(StrEnum):
     UPDATE_FAILED = "UpdateFailed"
     UPDATE_ROLLED_BACK = "UpdateRolledBack"
     BOOT_CONTROL_DAMAGED = "BootControlDamaged"
+    OS_UPDATED = "OsUpdated"
+    APP_UPDATED = "AppUpdated"
 
 
 CATEGORY: dict[EventType, EventCategory] = {
@@ -34,6 +36,8 @@ CATEGORY: dict[EventType, EventCategory] = {
     EventType.UPDATE_FAILED: EventCategory.UPDATE_FAILURE,
     EventType.UPDATE_ROLLED_BACK: EventCategory.UPDATE_FAILURE,
     EventType.BOOT_CONTROL_DAMAGED: EventCategory.BOOT_FAILURE,
+    EventType.OS_UPDATED: EventCategory.OS_UPDATE,
+    EventType.APP_UPDATED: EventCategory.APP_UPDATE,
 }
 
 

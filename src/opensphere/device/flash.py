@@ -6,9 +6,12 @@ Layout of a device folder::
                               (anti-rollback counters "sv-<component ID>"), manufacturing state
     idevid.pem                manufacturer certificate of the identity key
     keystore/trusted-keys.json  trusted key store (see keystore.py)
+    keystore/tenant-keys.json   the tenant's image-signing keys, trusted for apps only
     boot/control.json         which OS slot is active, which one to try once, which is unconfirmed
+    boot/app-trial.json       apps an update installed and not yet confirmed (AppTrial)
     slots/a/, slots/b/        one OS release each: bootloader, security-monitor, os image packages
     apps/<component ID>.imagepackage   installed apps and board configurations (one per component)
+    apps/previous/<component ID>.imagepackage  the image an app on trial replaced
     capabilities/capability.cose       the device's capability file, if any
     storage/<component ID>/   per-app mutable storage (kept across app updates)
     events/queue.json         error events waiting to be uploaded (device/reporting/queue.py)
@@ -97,6 +100,41 @@ class BootControl:
             raise DeviceStateError(f"the boot control record is damaged: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class AppTrial:
+    """Apps an update installed and that are not confirmed yet, like an OS slot on trial.
+
+    ``had_previous`` maps each component on trial to whether an older image of it is kept in
+    ``apps/previous/`` to return to. ``booted``: the boot that tries them has happened; a boot
+    after that without a confirmation rolls them back.
+    """
+
+    had_previous: Mapping[UUID, bool]
+    booted: bool = False
+
+    def encode(self) -> bytes:
+        document = {
+            "format": CONTROL_FORMAT,
+            "had_previous": {str(key): value for key, value in sorted(self.had_previous.items())},
+            "booted": self.booted,
+        }
+        return json.dumps(document, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def decode(cls, data: bytes) -> AppTrial:
+        try:
+            document = json.loads(data)
+            if document.get("format") != CONTROL_FORMAT:
+                raise DeviceStateError(f"app trial format {document.get('format')!r}")
+            entries = document["had_previous"].items()
+            had_previous = {UUID(key): bool(value) for key, value in entries}
+            return cls(had_previous=had_previous, booted=bool(document["booted"]))
+        except DeviceStateError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise DeviceStateError(f"the app trial record is damaged: {exc}") from exc
+
+
 class DeviceFlash:
     """Paths and durable reads and writes of one device folder; no policy lives here."""
 
@@ -111,8 +149,16 @@ class DeviceFlash:
         return self.root / "keystore" / "trusted-keys.json"
 
     @property
+    def tenant_keys_file(self) -> Path:
+        return self.root / "keystore" / "tenant-keys.json"
+
+    @property
     def control_file(self) -> Path:
         return self.root / "boot" / "control.json"
+
+    @property
+    def app_trial_file(self) -> Path:
+        return self.root / "boot" / "app-trial.json"
 
     @property
     def apps_dir(self) -> Path:
@@ -138,6 +184,9 @@ class DeviceFlash:
     def app_image_file(self, component_id: UUID) -> Path:
         return self.apps_dir / f"{component_id}{IMAGE_SUFFIX}"
 
+    def previous_app_file(self, component_id: UUID) -> Path:
+        return self.apps_dir / "previous" / f"{component_id}{IMAGE_SUFFIX}"
+
     def storage_dir(self, component_id: UUID) -> Path:
         return self.root / "storage" / str(component_id)
 
@@ -155,6 +204,44 @@ class DeviceFlash:
             raise DeviceStateError(
                 f"{self.keystore_file} is missing: the device cannot verify anything"
             ) from exc
+
+    def read_tenant_keys(self) -> TrustedKeyStore:
+        """The tenant's app keys; none before the device first learned its tenant's trust."""
+        try:
+            return TrustedKeyStore.decode(self.tenant_keys_file.read_bytes())
+        except FileNotFoundError:
+            return TrustedKeyStore(())
+
+    def write_tenant_keys(self, keys: TrustedKeyStore) -> None:
+        make_durable_dir(self.tenant_keys_file.parent)
+        write_atomically(self.tenant_keys_file, keys.encode())
+
+    def app_keystore(self) -> TrustedKeyStore:
+        """The key store apps verify against: the device's own plus its tenant's app keys."""
+        return TrustedKeyStore.decode(self.read_keystore_bytes()).with_app_keys(
+            self.read_tenant_keys()
+        )
+
+    def read_app_trial(self) -> AppTrial | None:
+        try:
+            with self.app_trial_file.open("rb") as file:
+                return AppTrial.decode(file.read(MAX_CONTROL_SIZE + 1))
+        except FileNotFoundError:
+            return None
+
+    def write_app_trial(self, trial: AppTrial | None) -> None:
+        """Record the apps on trial, or (None) end the trial; either is one atomic step."""
+        if trial is not None:
+            write_atomically(self.app_trial_file, trial.encode())
+        elif self.app_trial_file.exists():
+            self.app_trial_file.unlink()
+            fsync_directory(self.app_trial_file.parent)
+
+    def remove_file(self, path: Path) -> None:
+        """Delete a file durably (nothing if it is absent)."""
+        if path.exists():
+            path.unlink()
+            fsync_directory(path.parent)
 
     def read_control(self) -> BootControl:
         try:

@@ -10,6 +10,13 @@ active slot is never touched, and the control record never points at a slot bein
 No fuse changes here: fuses rise only when the new release is confirmed after booting.
 
 App: one atomic file replacement; a power cut leaves the old app or the new one.
+
+Apps from the cloud are installed on trial (``install_app_trial``), like an OS release: (1) the
+image each one replaces is copied to ``apps/previous/``, (2) the trial record
+(``boot/app-trial.json``) is written — the commit point —, (3) the new images replace the old.
+The next boot runs them on trial and does not raise their fuses; ``confirm_app_trial`` ends
+the trial (record first, then fuses), ``roll_back_app_trial`` puts the kept images back (record
+last, so an interrupted roll-back is finished by the next boot).
 """
 
 from __future__ import annotations
@@ -17,13 +24,23 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 from opensphere.device.capabilities import check_servicing_allowed, current_capabilities
 from opensphere.device.errors import ImageRefusedError, UpdatePendingError
-from opensphere.device.flash import SLOTS, BootControl, DeviceFlash, other_slot
+from opensphere.device.flash import (
+    SLOTS,
+    AppTrial,
+    BootControl,
+    DeviceFlash,
+    make_durable_dir,
+    other_slot,
+    write_atomically,
+)
 from opensphere.device.keystore import TrustedKeyStore
 from opensphere.device.policy import (
     BOOT_STAGES,
+    fuse_name,
     unpack_app,
     verify_app_area_image,
     verify_boot_stage,
@@ -63,14 +80,79 @@ def install_app(flash: DeviceFlash, rot: RootOfTrust, data: bytes, *, now: int) 
 
     Test-signed images are accepted only while the appDevelopment capability is valid.
     """
-    keystore = TrustedKeyStore.decode(flash.read_keystore_bytes())
+    keystore = flash.app_keystore()
     grant = current_capabilities(flash, keystore=keystore, device_id=rot.device_id, now=now)
     return _install_app_area(flash, rot, data, keystore, grant)
 
 
+def install_app_trial(
+    flash: DeviceFlash, rot: RootOfTrust, images: Sequence[bytes], *, now: int
+) -> list[ImageMetadata]:
+    """Verify every image, then install them all on trial for the next boot."""
+    if flash.read_app_trial() is not None:
+        raise UpdatePendingError("apps from an earlier update are on trial: confirm or reboot")
+    keystore = flash.app_keystore()
+    grant = current_capabilities(flash, keystore=keystore, device_id=rot.device_id, now=now)
+    allow_dev = grant is not None and grant.grants(DeviceCapability.APP_DEVELOPMENT)
+    packages = [
+        verify_app_area_image(data, keystore=keystore, fuses=rot, allow_test_signed=allow_dev)
+        for data in images
+    ]
+    components = [package.metadata.identity.component_id for package in packages]
+    if len(set(components)) != len(components):
+        raise ImageRefusedError("two images of one component in one update", component="app")
+    had_previous = {}
+    for component_id in components:
+        current = flash.app_image_file(component_id)
+        had_previous[component_id] = current.exists()
+        if had_previous[component_id]:
+            make_durable_dir(flash.previous_app_file(component_id).parent)
+            write_atomically(flash.previous_app_file(component_id), current.read_bytes())
+    flash.write_app_trial(AppTrial(had_previous=had_previous))
+    for component_id, data in zip(components, images, strict=True):
+        flash.write_app_image(component_id, data)
+    return [package.metadata for package in packages]
+
+
+def confirm_app_trial(flash: DeviceFlash, rot: RootOfTrust) -> list[UUID]:
+    """The apps on trial are good: end the trial, then raise their fuses."""
+    trial = flash.read_app_trial()
+    if trial is None:
+        return []
+    flash.write_app_trial(None)
+    for component_id in trial.had_previous:
+        data = flash.app_image_file(component_id).read_bytes()
+        metadata = parse_package(data).metadata
+        rot.bump_counter(fuse_name(component_id), metadata.security_version)
+        flash.remove_file(flash.previous_app_file(component_id))
+    return list(trial.had_previous)
+
+
+def roll_back_app_trial(flash: DeviceFlash) -> list[UUID]:
+    """Put back what the apps on trial replaced (remove apps that were new); idempotent."""
+    trial = flash.read_app_trial()
+    if trial is None:
+        return []
+    for component_id, had_previous in trial.had_previous.items():
+        previous = flash.previous_app_file(component_id)
+        if had_previous and previous.exists():
+            flash.write_app_image(component_id, previous.read_bytes())
+        elif not had_previous:
+            flash.remove_file(flash.app_image_file(component_id))
+    flash.write_app_trial(None)
+    for component_id in trial.had_previous:
+        flash.remove_file(flash.previous_app_file(component_id))
+    return list(trial.had_previous)
+
+
+def remove_app(flash: DeviceFlash, component_id: UUID) -> None:
+    """Uninstall an app the deployment no longer has; its mutable storage stays."""
+    flash.remove_file(flash.app_image_file(component_id))
+
+
 def sideload(flash: DeviceFlash, rot: RootOfTrust, data: bytes, *, now: int) -> ImageMetadata:
     """``device sideload deploy``: servicing rules first, then a normal app install."""
-    keystore = TrustedKeyStore.decode(flash.read_keystore_bytes())
+    keystore = flash.app_keystore()
     grant = current_capabilities(flash, keystore=keystore, device_id=rot.device_id, now=now)
     try:
         signer = parse_package(data).signer_thumbprint

@@ -76,6 +76,17 @@ class TrustedKeyStore:
         """Thumbprint → key for the keys allowed to sign ``usage``, as verifiers take them."""
         return {key.thumbprint: key.public_key for key in self.keys if usage in key.usages}
 
+    def with_app_keys(self, tenant: TrustedKeyStore) -> TrustedKeyStore:
+        """This store plus a tenant's keys, for apps only: whatever usages the tenant's
+        entries claim, a key the service holds can never sign the boot chain."""
+        known = {key.thumbprint for key in self.keys}
+        extra = tuple(
+            TrustedKey(key.name, key.public_key, frozenset({KeyUsage.APP}))
+            for key in tenant.keys
+            if key.thumbprint not in known
+        )
+        return TrustedKeyStore(self.keys + extra) if extra else self
+
     def encode(self) -> bytes:
         document = {
             "format": KEYSTORE_FORMAT,
