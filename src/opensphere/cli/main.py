@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from opensphere.cli import (
     account,
+    agent,
     apps,
     ca,
     deployments,
@@ -75,6 +76,7 @@ devices.device_app.add_typer(device_os.capability_app, name="capability")
 app.add_typer(operator.operator_app, name="operator")
 app.add_typer(device_os.image_package_app, name="image-package")
 app.add_typer(apps.app_app, name="app")
+app.add_typer(agent.agent_app, name="agent")
 
 
 def main() -> None:

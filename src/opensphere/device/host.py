@@ -84,6 +84,7 @@ class DeviceHost:
         )
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self.powered_on = threading.Event()
 
     @property
     def boot_result(self) -> BootResult:
@@ -99,6 +100,7 @@ class DeviceHost:
         """Boot; an update left on trial by a power cut is judged and settled now."""
         booted = self._start(self.attestation.boot(now=self._now(), confirm_trial=False))
         self._boot, _ = self.updates.settle(booted, now=self._now())
+        self.powered_on.set()
         return self._boot
 
     def credential(self) -> str:
