@@ -7,6 +7,7 @@ through `DeviceHost`, with the service's TUF repository, deployments and OS feed
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -21,8 +22,10 @@ from update_helpers import Tenancy, deploy, on_loopback, tenancy, upload
 from conftest import Api, FixedClock
 from opensphere.client import Client
 from opensphere.device.emulator import Fleet, release_reference_values
+from opensphere.device.errors import ImageRefusedError
 from opensphere.device.flash import DeviceFlash
 from opensphere.device.host import DeviceHost, HostSettings
+from opensphere.device.install import install_app_trial
 from opensphere.device.packaging import package_application
 from opensphere.device.policy import BOOT_STAGES, fuse_name
 from opensphere.device.update_agent import UpdateOutcome
@@ -290,3 +293,115 @@ def test_the_device_folder_alone_is_enough_to_pick_up_after_a_restart(
     again.power_on()
     assert installed_app_versions(again) == ["1.0.0"]
     assert again.check_for_updates().outcome is UpdateOutcome.UP_TO_DATE
+
+
+class CutFirstImageDownload:
+    """ASGI wrapper: the first image download breaks off after `cut_after` bytes, as when
+    the service or the network goes away mid-transfer; it records what devices ask for."""
+
+    def __init__(self, app: Any, cut_after: int) -> None:
+        self.app = app
+        self.cut_after = cut_after
+        self.cut = False
+        self.ranges: list[str | None] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or "/targets/" not in path or "app-" not in path:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        self.ranges.append(headers[b"range"].decode() if b"range" in headers else None)
+        if self.cut:
+            await self.app(scope, receive, send)
+            return
+        self.cut = True
+        sent = 0
+
+        async def cutting_send(message: Any) -> None:
+            nonlocal sent
+            if message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if sent + len(body) >= self.cut_after:
+                    part = body[: self.cut_after - sent]
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+                    raise ConnectionAbortedError("the connection broke off")
+                sent += len(body)
+            await send(message)
+
+        await self.app(scope, receive, cutting_send)
+
+
+def test_a_download_cut_off_mid_transfer_resumes_where_it_stopped(
+    world: Tenancy, api: Api, tmp_path: Path
+) -> None:
+    folder = make_app_folder(tmp_path / "big", name="Big", component_id=COMPONENT)
+    (folder / "firmware.bin").write_bytes(os.urandom(3_000_000))
+    image = app_package(folder, sdk_test_signer())
+    deployed(world, [uploaded_image(world, image)])
+    flaky = CutFirstImageDownload(api.client.app, cut_after=1_000_000)
+    with on_loopback(flaky) as url, Client(url) as client:
+        host = new_host(world, client)
+        host.power_on()
+
+        first = host.check_for_updates()
+
+        assert first.outcome is UpdateOutcome.INTERRUPTED, first
+        assert installed_app_versions(host) == []
+        partial = list((host.updates.target_dir / ".partial-downloads").glob("*.part"))
+        assert len(partial) == 1
+        kept = partial[0].stat().st_size
+        assert 0 < kept <= 1_000_000
+
+        second = host.check_for_updates()
+
+    assert second.outcome is UpdateOutcome.INSTALLED, second
+    assert second.resumed_bytes == kept
+    assert flaky.ranges == [None, f"bytes={kept}-"]
+    assert installed_app_versions(host) == ["1.0.0"]
+    assert update_status(world, host.rot.device_id)["state"] == "installed"
+
+
+def test_an_os_release_below_the_fuse_is_refused_and_reported(
+    world: Tenancy, client: Client, fleet: Fleet
+) -> None:
+    host = new_host(world, client)
+    host.power_on()
+    newer = fleet.build_os_release(version="2.0.0", security_version=2, build_time=1_790_000_000)
+    publish_os_release(world, fleet, newer, "2.0.0")
+    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    older = fleet.build_os_release(version="1.5.0", security_version=1, build_time=1_790_000_100)
+    publish_os_release(world, fleet, older, "1.5.0")
+
+    result = host.check_for_updates()
+
+    assert result.outcome is UpdateOutcome.FAILED, result
+    assert "security version" in (result.reason or "")
+    assert host.boot_result.os_version == "2.0.0"
+    assert DeviceFlash(host.folder).read_control().trial is None
+    status = update_status(world, host.rot.device_id)
+    assert status["state"] == "failed"
+    assert status["os_version"] == "2.0.0"
+    assert host.check_for_updates().outcome is UpdateOutcome.UP_TO_DATE  # not retried
+
+
+def test_an_app_production_signed_for_another_tenant_is_refused_by_the_device(
+    world: Tenancy, api: Api, client: Client, clock: FixedClock, tmp_path: Path, fleet: Fleet
+) -> None:
+    deployed(world, [uploaded_image(world, app_version(tmp_path / "app", "1.0.0"))])
+    host = new_host(world, client)
+    host.power_on()
+    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    other = tenancy(api, clock, tmp_path / "other", fleet)
+    foreign_id = uploaded_image(other, app_version(tmp_path / "app", "9.0.0"))
+    foreign = api.client.get(
+        f"/v1/tenants/{other.tenant_id}/images/{foreign_id}/content", headers=api.operator
+    )
+    assert foreign.status_code == 200, foreign.text
+
+    with pytest.raises(ImageRefusedError) as refused:
+        install_app_trial(DeviceFlash(host.folder), host.rot, [foreign.content], now=0)
+    assert "is not a trusted signer" in refused.value.reason
+    assert DeviceFlash(host.folder).read_app_trial() is None
+    host.reboot()
+    assert installed_app_versions(host) == ["1.0.0"]
