@@ -6,6 +6,7 @@ through `DeviceHost`, with the service's TUF repository, deployments and OS feed
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -405,3 +406,64 @@ def test_an_app_production_signed_for_another_tenant_is_refused_by_the_device(
     assert DeviceFlash(host.folder).read_app_trial() is None
     host.reboot()
     assert installed_app_versions(host) == ["1.0.0"]
+
+
+DEFERRING_APP = """
+import time
+from applibs import events
+
+while True:
+    for event in events.poll():
+        if event["event"] == "UpdateReadyForInstall" and event["status"] == "Pending":
+            print("update deferred until", events.defer_update(60), flush=True)
+    time.sleep(0.05)
+"""
+
+
+def deferring_app(folder: Path, version: str) -> bytes:
+    folder.mkdir(exist_ok=True)
+    (folder / "main.py").write_text(DEFERRING_APP)
+    manifest = {
+        "SchemaVersion": 1,
+        "Name": "Busy",
+        "ComponentId": str(COMPONENT),
+        "EntryPoint": "/main.py",
+        "CmdArgs": [],
+        "ApplicationType": "Default",
+        "Capabilities": {"SystemEventNotifications": True, "SoftwareUpdateDeferral": True},
+    }
+    (folder / "app_manifest.json").write_text(json.dumps(manifest))
+    return app_package(folder, sdk_test_signer(), version=version)
+
+
+def test_an_app_may_defer_an_update_but_not_beyond_24_hours(
+    world: Tenancy, client: Client, clock: FixedClock, tmp_path: Path
+) -> None:
+    device_clock = FixedClock(clock.now())
+    deployed(world, [uploaded_image(world, deferring_app(tmp_path / "busy", "1.0.0"))])
+    device = world.device()
+    settings = HostSettings(run_apps=True, health_window=1.0, deferral_grace=1.0)
+    host = DeviceHost(
+        device.folder, rot=device.rot, client=client, settings=settings, now=device_clock.now
+    )
+    try:
+        host.power_on()
+        assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+        deployed(world, [uploaded_image(world, deferring_app(tmp_path / "busy", "2.0.0"))])
+
+        deferred = host.check_for_updates()
+
+        assert deferred.outcome is UpdateOutcome.DEFERRED, deferred
+        assert deferred.deferred_until == device_clock.now() + dt.timedelta(minutes=60)
+        assert installed_app_versions(host) == ["1.0.0"]
+        assert update_status(world, host.rot.device_id)["state"] == "staged"
+        device_clock.advance(dt.timedelta(hours=2))
+        assert host.check_for_updates().outcome is UpdateOutcome.DEFERRED  # deferred again
+        device_clock.advance(dt.timedelta(hours=23))
+
+        installed = host.check_for_updates()
+
+        assert installed.outcome is UpdateOutcome.INSTALLED, installed
+        assert installed_app_versions(host) == ["2.0.0"]
+    finally:
+        host.shutdown()

@@ -32,6 +32,7 @@ from opensphere.device.runtime import AppLaunch, Runtime
 from opensphere.device.runtime.launch import AppRefusedError
 from opensphere.device.update_agent import (
     DEFAULT_CHECK_INTERVAL,
+    DEFAULT_DEFERRAL_GRACE,
     CheckResult,
     UpdateAgent,
 )
@@ -54,6 +55,7 @@ class HostSettings:
     health_window: float = DEFAULT_HEALTH_WINDOW
     check_interval: dt.timedelta = DEFAULT_CHECK_INTERVAL
     report_interval: dt.timedelta = DEFAULT_REPORT_INTERVAL
+    deferral_grace: float = DEFAULT_DEFERRAL_GRACE
 
 
 class DeviceHost:
@@ -80,7 +82,7 @@ class DeviceHost:
             client=client,
             credential=self.credential,
             host=self,
-            deferrals=None,
+            deferral_grace=settings.deferral_grace,
         )
         self._wake = threading.Event()
         self._stopping = threading.Event()

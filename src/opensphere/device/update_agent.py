@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -75,6 +76,7 @@ STATE_FILE: Final = "state.json"
 DEFAULT_CHECK_INTERVAL: Final = dt.timedelta(hours=20)
 CHECKED_REPORT_INTERVAL: Final = dt.timedelta(hours=24)
 MAX_REASON: Final = 200
+DEFAULT_DEFERRAL_GRACE: Final = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,7 @@ class UpdateAgent:
         credential: Callable[[], str],
         host: UpdateHost,
         deferrals: UpdateDeferrals | None = None,
+        deferral_grace: float = DEFAULT_DEFERRAL_GRACE,
     ) -> None:
         self._flash = DeviceFlash(folder)
         self._folder = Path(folder) / UPDATES_FOLDER
@@ -167,6 +170,7 @@ class UpdateAgent:
         self._credential = credential
         self._host = host
         self.deferrals = deferrals
+        self.deferral_grace = deferral_grace
         self.last_boot: BootResult | None = None
         self._state_path = self._folder / STATE_FILE
 
@@ -254,6 +258,8 @@ class UpdateAgent:
 
         if self.deferrals is not None:
             self.deferrals.announce("System" if plan.os_release else "App", now)
+            if self.deferrals.has_listeners():
+                time.sleep(self.deferral_grace)  # apps poll for events: give them time to answer
             until = self.deferrals.deferred_until(now)
             if until is not None:
                 return CheckResult(UpdateOutcome.DEFERRED, plan, deferred_until=until)

@@ -49,6 +49,11 @@ class UpdateDeferrals:
             self._queues.pop(component_id, None)
             self._deferrals.pop(component_id, None)
 
+    def has_listeners(self) -> bool:
+        """Whether any app receives update events (and so might defer)."""
+        with self._lock:
+            return bool(self._queues)
+
     def announce(self, update_type: str, now: dt.datetime) -> None:
         """An update is downloaded and ready; tell every subscribed app."""
         with self._lock:
