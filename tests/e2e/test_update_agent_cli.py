@@ -123,6 +123,14 @@ def test_an_agent_run_in_the_background_takes_a_deployment_on_check_now(tmp_path
             assert len(local["installed_apps"]) == 1
             group = as_json("device-group", "show", "Kettle/Field Test")
             assert group["deployment"]["status_counts"] == {"installed": 1}
+
+            def app_update_events() -> list[dict[str, Any]]:
+                report = json.loads(sphere("tenant", "download-error-report", "--format", "json"))
+                rows = report if isinstance(report, list) else report["items"]
+                return [row for row in rows if row["event_category"] == "AppUpdate"]
+
+            # The update rebooted the device, and reports go out after every boot.
+            assert _wait_for(app_update_events, "the AppUpdate events in the error report")
         finally:
             agent.send_signal(signal.SIGTERM)
             code = agent.wait(timeout=30)

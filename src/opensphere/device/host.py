@@ -8,7 +8,8 @@ starts the apps that verified; `health_check` watches the apps for a while after
 
 Schedule (`run`): at power-on attest, check for updates and upload error reports; then check
 every `check_interval` (about 20 h by default) and upload at least every `report_interval`
-(a day); `check_now` (SIGUSR1 from `sphere agent check-now`) forces a check at once.
+(a day) and after every reboot an update caused; `check_now` (SIGUSR1 from
+`sphere agent check-now`) forces a check at once.
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ from opensphere.device.update_agent import (
     DEFAULT_DEFERRAL_GRACE,
     CheckResult,
     UpdateAgent,
+    UpdateOutcome,
 )
 from opensphere.rot import RootOfTrust
 from opensphere.updates.client import UpdateClientError
 
 DEFAULT_REPORT_INTERVAL: Final = dt.timedelta(hours=24)
 DEFAULT_HEALTH_WINDOW: Final = 5.0
+REBOOTED: Final = frozenset({UpdateOutcome.INSTALLED, UpdateOutcome.ROLLED_BACK})
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +169,10 @@ class DeviceHost:
                 now = self._now()
                 if now >= next_check or self._wake.is_set():
                     self._wake.clear()
-                    self._attempt("update check", self.check_for_updates)
+                    result = self._attempt("update check", self.check_for_updates)
                     next_check = self._now() + self.settings.check_interval
+                    if isinstance(result, CheckResult) and result.outcome in REBOOTED:
+                        next_report = now  # reports go out at every boot
                 if now >= next_report:
                     self._attempt("error report upload", self.upload_reports)
                     next_report = self._now() + self.settings.report_interval
@@ -179,12 +184,14 @@ class DeviceHost:
     def shutdown(self) -> None:
         self._stop_apps()
 
-    def _attempt(self, what: str, action: Callable[[], object]) -> None:
+    def _attempt(self, what: str, action: Callable[[], object]) -> object:
         try:
             outcome = action()
             log.info("%s: %s", what, outcome)
+            return outcome
         except (ClientError, UpdateClientError, DeviceError) as exc:
             log.warning("%s did not complete (retried later): %s", what, exc)
+            return None
 
     def _start(self, boot: BootResult) -> BootResult:
         if not self.settings.run_apps:
