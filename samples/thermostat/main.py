@@ -18,6 +18,7 @@ import urllib.parse
 from applibs import adc, events, gpio, networking, storage
 
 SENSOR = "$TEMPERATURE_ADC"
+SENSOR_RANGE = (-40.0, 125.0)  # the TMP36's rated range; beyond it the sensor is broken
 HYSTERESIS = 0.5
 DEFAULT_SETPOINT = 21.0
 
@@ -74,6 +75,8 @@ def main() -> None:
     heating = False
     while True:
         celsius = read_celsius()
+        if not SENSOR_RANGE[0] <= celsius <= SENSOR_RANGE[1]:
+            raise RuntimeError(f"sensor reads {celsius} °C, outside its range: sensor fault")
         if celsius < state["setpoint"] - HYSTERESIS:
             heating = True
         elif celsius > state["setpoint"] + HYSTERESIS:

@@ -84,6 +84,7 @@ def run(
         report_interval=min(parse_duration(report_every), dt.timedelta(days=1)),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     rot = _open_rot(folder)
     with Client(url) as client:
         host = DeviceHost(folder, rot=rot, client=client, settings=settings)
