@@ -7,8 +7,10 @@
 
 Both for SQLite (in the server's data folder) and PostgreSQL (a throwaway server from
 tests/support/pgserver.py; it is not pinned, so it shares the machine with both sides).
-Prints both rates per engine and, as its last line, the ratios a/b.
-Run: .venv/bin/python bench/error_ingest.py  (BENCH_SECONDS sets each measurement's length)
+(a) and (b) run in alternating rounds (a, b, a, b, …) so that a change in the machine's
+other load falls on both. Prints each round, the medians per engine and, as its last line,
+the ratios of the medians a/b.
+Run: .venv/bin/python bench/error_ingest.py  (BENCH_SECONDS per round, BENCH_ROUNDS)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import http.client
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +54,8 @@ from support.pgserver import PostgresServer  # type: ignore[import-not-found]
 
 SERVER_CORE = 0
 CLIENT_CORE = 1
-DURATION = float(os.environ.get("BENCH_SECONDS", "10"))
+DURATION = float(os.environ.get("BENCH_SECONDS", "4"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BATCH = 100
 CONNECTIONS = 2
 SPHERE = str(Path(sys.executable).with_name("sphere"))
@@ -189,44 +193,47 @@ def _row(event: WireEvent, *, device_id: str, tenant_id: uuid.UUID, problem_id: 
     }
 
 
-def bare_per_second(database_url: str, device_id: str, tenant_id: uuid.UUID) -> float:
+def bare_problem(storage: Storage, tenant_id: uuid.UUID) -> uuid.UUID:
+    """The problem row the bare inserts reference."""
+    now = dt.datetime.now(dt.UTC)
+    problem_id = uuid.uuid4()
+    with storage.engine.begin() as connection:
+        connection.execute(
+            insert(PROBLEMS),
+            {
+                "id": problem_id,
+                "tenant_id": tenant_id,
+                "category": EventCategory.APP_CRASH.value,
+                "component_key": str(COMPONENT),
+                "image_key": str(IMAGE),
+                "outcome": "bare insert",  # not ingest's problem: that key is taken
+                "first_seen": now,
+                "last_seen": now,
+                "event_count": 0,
+            },
+        )
+    return problem_id
+
+
+def bare_per_second(
+    storage: Storage, device_id: str, tenant_id: uuid.UUID, problem_id: uuid.UUID
+) -> float:
     """(b): the same rows by executemany, one transaction per batch, on this core."""
-    storage = Storage.connect(database_url)
-    try:
-        now = dt.datetime.now(dt.UTC)
-        problem_id = uuid.uuid4()
+    stored = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < DURATION:
+        rows = [
+            _row(event, device_id=device_id, tenant_id=tenant_id, problem_id=problem_id)
+            for event in _events(int(time.time()))
+        ]
         with storage.engine.begin() as connection:
-            connection.execute(
-                insert(PROBLEMS),
-                {
-                    "id": problem_id,
-                    "tenant_id": tenant_id,
-                    "category": EventCategory.APP_CRASH.value,
-                    "component_key": str(COMPONENT),
-                    "image_key": str(IMAGE),
-                    "outcome": "bare insert",  # not ingest's problem: that key is taken
-                    "first_seen": now,
-                    "last_seen": now,
-                    "event_count": 0,
-                },
-            )
-        stored = 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < DURATION:
-            rows = [
-                _row(event, device_id=device_id, tenant_id=tenant_id, problem_id=problem_id)
-                for event in _events(int(time.time()))
-            ]
-            with storage.engine.begin() as connection:
-                connection.execute(insert(EVENTS), rows)
-            stored += len(rows)
-        return stored / (time.perf_counter() - started)
-    finally:
-        storage.dispose()
+            connection.execute(insert(EVENTS), rows)
+        stored += len(rows)
+    return stored / (time.perf_counter() - started)
 
 
 def measure(engine: str, data_dir: Path, database_url: str | None) -> tuple[float, float]:
-    """(a) and (b) for one engine, the same database for both."""
+    """(a) and (b) for one engine, the same database for both, in alternating rounds."""
     port = 18000 + os.getpid() % 10000
     os.sched_setaffinity(0, {CLIENT_CORE})
     with _server(data_dir, port, database_url) as url:
@@ -238,10 +245,24 @@ def measure(engine: str, data_dir: Path, database_url: str | None) -> tuple[floa
             tenant_id=tenant_id,
             expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
         )
-        ingest = ingest_per_second(port, device_id, credential)
+        storage = Storage.connect(database_url or sqlite_url(data_dir))
+        try:
+            problem_id = bare_problem(storage, tenant_id)
+            ingest_rates: list[float] = []
+            bare_rates: list[float] = []
+            for round_number in range(1, ROUNDS + 1):
+                os.sched_setaffinity(0, {CLIENT_CORE})
+                ingest_rates.append(ingest_per_second(port, device_id, credential))
+                os.sched_setaffinity(0, {SERVER_CORE})
+                bare_rates.append(bare_per_second(storage, device_id, tenant_id, problem_id))
+                print(
+                    f"{engine:10} round {round_number}: ingest {ingest_rates[-1]:6.0f}, "
+                    f"bare {bare_rates[-1]:6.0f} events per s"
+                )
+        finally:
+            storage.dispose()
+    ingest, bare = statistics.median(ingest_rates), statistics.median(bare_rates)
     print(f"{engine:10} (a) ingest over HTTP, server on one core: {ingest:8.0f} events per s")
-    os.sched_setaffinity(0, {SERVER_CORE})
-    bare = bare_per_second(database_url or sqlite_url(data_dir), device_id, tenant_id)
     print(f"{engine:10} (b) bare executemany, one core:          {bare:8.0f} events per s")
     return ingest, bare
 

@@ -9,11 +9,14 @@ A device's regular update check is almost always a no-change check: it asks for
     `/v1/device/tuf/{tenant}/metadata/timestamp.json`, with the device credential, so each
     check also verifies the credential and that the device is still enabled.
 
-Both servers are pinned to core 0, one after the other; the load generator (raw keep-alive
-sockets, prebuilt requests, `If-None-Match` with the ETag from a first answer, so both answer
-304) is pinned to core 1. Prints both rates and, as its last line, the ratio b/a.
+Both servers are pinned to core 0 and loaded one at a time, in alternating rounds (b, a, b,
+a, …) so that a change in the machine's other load falls on both; the load generator (raw
+keep-alive sockets, prebuilt requests, `If-None-Match` with the ETag from a first answer, so
+both answer 304) is pinned to core 1. Prints each round, both medians and, as its last line,
+the ratio of the medians b/a.
 
-Run: .venv/bin/python bench/update_check.py (BENCH_SECONDS, BENCH_CONNECTIONS to change).
+Run: .venv/bin/python bench/update_check.py (BENCH_SECONDS per round, BENCH_ROUNDS,
+BENCH_CONNECTIONS to change).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import datetime as dt
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +61,8 @@ from opensphere.rot import EmulatedRootOfTrust, EmulatedRootOfTrustWarning
 
 SERVER_CORE = 0
 CLIENT_CORE = 1
-DURATION = float(os.environ.get("BENCH_SECONDS", "6"))
+DURATION = float(os.environ.get("BENCH_SECONDS", "4"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
 SPHERE = str(Path(sys.executable).with_name("sphere"))
 NGINX_CONF = """worker_processes 1;
@@ -263,7 +268,6 @@ def main() -> None:
                 port, service_path, etag, f"Authorization: Device {credential}\r\n"
             )
             check_loop(port, service_request, 1.0, CONNECTIONS)  # warm up
-            service_rate = check_loop(port, service_request, DURATION, CONNECTIONS)
 
             nginx_port = free_port()
             (folder / "tmp").mkdir()
@@ -293,15 +297,31 @@ def main() -> None:
             static_etag = first.headers["etag"]
             nginx_request = check_request(nginx_port, "/metadata/timestamp.json", static_etag)
             check_loop(nginx_port, nginx_request, 1.0, CONNECTIONS)
-            nginx_rate = check_loop(nginx_port, nginx_request, DURATION, CONNECTIONS)
+            service_rates: list[float] = []
+            nginx_rates: list[float] = []
+            for round_number in range(1, ROUNDS + 1):
+                service_rates.append(check_loop(port, service_request, DURATION, CONNECTIONS))
+                nginx_rates.append(check_loop(nginx_port, nginx_request, DURATION, CONNECTIONS))
+                print(
+                    f"round {round_number}: service {service_rates[-1]:,.0f} /s, "
+                    f"nginx {nginx_rates[-1]:,.0f} /s"
+                )
+            service_rate = statistics.median(service_rates)
+            nginx_rate = statistics.median(nginx_rates)
         finally:
             for process in (service, nginx):
                 if process is not None:
                     process.terminate()
                     process.wait(timeout=15)
             log.close()
-    print(f"(a) nginx, static export, 1 worker on core {SERVER_CORE}: {nginx_rate:,.0f} checks/s")
-    print(f"(b) sphere server, device credential, core {SERVER_CORE}: {service_rate:,.0f} checks/s")
+    print(
+        f"(a) nginx, static export, 1 worker on core {SERVER_CORE}: "
+        f"{nginx_rate:,.0f} checks/s (median of {ROUNDS})"
+    )
+    print(
+        f"(b) sphere server, device credential, core {SERVER_CORE}: "
+        f"{service_rate:,.0f} checks/s (median of {ROUNDS})"
+    )
     print(f"ratio b/a: {service_rate / nginx_rate:.2f}")
 
 

@@ -287,6 +287,40 @@ class Client:
     def delete_manufacturer_ca(self, ca_id: uuid.UUID) -> schemas.ManufacturerCa:
         return self._send(schemas.ManufacturerCa, "DELETE", f"/v1/manufacturer-cas/{ca_id}")
 
+    def register_tpm_manufacturer_ca(
+        self, name: str, certificate_pem: str
+    ) -> schemas.ManufacturerCa:
+        body = schemas.ManufacturerCaCreate(name=name, certificate=certificate_pem)
+        return self._send(
+            schemas.ManufacturerCa, "POST", "/v1/tpm-manufacturer-cas", body.model_dump(mode="json")
+        )
+
+    def tpm_manufacturer_cas(self) -> Iterator[schemas.ManufacturerCa]:
+        return self.iterate(schemas.ManufacturerCa, "/v1/tpm-manufacturer-cas")
+
+    def delete_tpm_manufacturer_ca(self, ca_id: uuid.UUID) -> schemas.ManufacturerCa:
+        return self._send(schemas.ManufacturerCa, "DELETE", f"/v1/tpm-manufacturer-cas/{ca_id}")
+
+    def start_tpm_activation(
+        self, tenant_id: uuid.UUID, body: schemas.TpmActivationRequest
+    ) -> schemas.TpmActivationChallenge:
+        return self._send(
+            schemas.TpmActivationChallenge,
+            "POST",
+            f"/v1/tenants/{tenant_id}/tpm-devices/activations",
+            body.model_dump(mode="json"),
+        )
+
+    def claim_tpm_device(
+        self, tenant_id: uuid.UUID, body: schemas.TpmClaimRequest
+    ) -> schemas.Device:
+        return self._send(
+            schemas.Device,
+            "POST",
+            f"/v1/tenants/{tenant_id}/tpm-devices/claim",
+            body.model_dump(mode="json"),
+        )
+
     def register_os_release(self, body: schemas.OsReleaseCreate) -> schemas.OsRelease:
         return self._send(
             schemas.OsRelease, "POST", "/v1/os-releases", body.model_dump(mode="json")
@@ -532,12 +566,15 @@ class Client:
             body.model_dump(mode="json"),
         )
 
-    def submit_evidence(self, evidence: bytes) -> schemas.AttestationGrant:
+    def submit_evidence(
+        self, evidence: bytes, content_type: str = "application/eat+cwt"
+    ) -> schemas.AttestationGrant:
+        """`content_type` names the evidence's EAT profile (TPM evidence says so there)."""
         response = self.raw(
             "POST",
             "/v1/device/attestation/evidence",
             content=evidence,
-            headers={"Content-Type": "application/eat+cwt"},
+            headers={"Content-Type": content_type},
         )
         return schemas.AttestationGrant.model_validate_json(response.content)
 

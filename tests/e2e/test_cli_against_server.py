@@ -151,6 +151,7 @@ def test_cli_errors_are_one_line_with_nonzero_exit(service: RunningService, sphe
     assert usage.returncode == 2
 
 
+@pytest.mark.timeout(900)
 def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     from support.service import free_port
 
@@ -168,7 +169,7 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        timeout=600,
+        timeout=840,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for expected in (

@@ -104,6 +104,19 @@ def test_duplicated_batch_is_stored_once(
     assert [p["event_count"] for p in problems.json()["items"]] == [2]
 
 
+def test_a_held_event_sent_again_differently_makes_no_empty_problem(
+    api: Api, device: ReportingDevice, clock: FixedClock
+) -> None:
+    held = crash(clock.now(), count=2)
+    assert upload(api, device, [held], clock.now()).json()["stored"] == [str(held.id)]
+    changed = held.model_copy(update={"signal_status": 6})  # another problem's key, same id
+    new = crash(clock.now(), signal=4)
+    again = upload(api, device, [changed, new], clock.now()).json()
+    assert (again["stored"], again["duplicates"]) == ([str(new.id)], [str(held.id)])
+    problems = api.client.get(f"/v1/tenants/{device.tenant_id}/problems", headers=api.operator)
+    assert sorted(p["event_count"] for p in problems.json()["items"]) == [1, 2]
+
+
 def test_upload_without_a_credential_is_refused(
     api: Api, device: ReportingDevice, clock: FixedClock
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from opensphere.formats.error_events import EventCategory, WireEvent, encode_bat
 from opensphere.service.capabilities import CAPABILITY_KEY_ID
 from opensphere.service.device_auth import issue_credential
 from opensphere.updates.repository import draft_root_rotation
+from support.swtpm import TpmClaims
 
 pytestmark = pytest.mark.filterwarnings("ignore::opensphere.rot.EmulatedRootOfTrustWarning")
 
@@ -81,7 +82,13 @@ REQUIRED: dict[tuple[str, str], str] = {
     ("GET", "/v1/minimum-security-versions"): SELF,
     ("PUT", "/v1/minimum-security-versions"): OPERATOR,
     ("POST", "/v1/tenants/{tenant_id}/devices/claim"): "Contributor",
+    ("POST", "/v1/tpm-manufacturer-cas"): OPERATOR,
+    ("GET", "/v1/tpm-manufacturer-cas"): OPERATOR,
+    ("DELETE", "/v1/tpm-manufacturer-cas/{tpm_manufacturer_ca_id}"): OPERATOR,
+    ("POST", "/v1/tenants/{tenant_id}/tpm-devices/activations"): "Contributor",
+    ("POST", "/v1/tenants/{tenant_id}/tpm-devices/claim"): "Contributor",
     ("GET", "/v1/tenants/{tenant_id}/devices"): "Reader",
+    ("GET", "/v1/tenants/{tenant_id}/devices/counts"): "Reader",
     ("GET", "/v1/tenants/{tenant_id}/devices/{device_id}"): "Reader",
     ("PATCH", "/v1/tenants/{tenant_id}/devices/{device_id}"): "Contributor",
     ("POST", "/v1/tenants/{tenant_id}/devices/{device_id}/capability"): "Contributor",
@@ -170,6 +177,8 @@ class Target:
     manufacturer_ca_id: str = ""
     os_release_id: str = ""
     claim: dict[str, str] | None = None
+    tpm_manufacturer_ca_id: str = ""
+    tpm: dict[str, str] | None = None
     image_id: str = ""
     sha256: str = ""
     deployment_id: str = ""
@@ -187,6 +196,7 @@ class World:
     folder: Path
     clock: FixedClock
     root_signers: list[CryptoSigner] = field(default_factory=list)
+    tpm_claims: TpmClaims | None = None
 
     def _device(self) -> EmulatedDevice:
         return make_device(self.folder / uuid.uuid4().hex, self.manufacturer, self.clock.now())
@@ -206,6 +216,14 @@ class World:
                 f"/v1/tenants/{self.tenant_id}/ca-certificates", headers=self.api.operator
             ).json()["items"]
             target.ca_certificate_id = next(c["id"] for c in cas if c["status"] == "Active")
+        if "{tpm_manufacturer_ca_id}" in path:
+            target.tpm_manufacturer_ca_id = self.api.client.post(
+                "/v1/tpm-manufacturer-cas",
+                json={"name": uuid.uuid4().hex[:12], "certificate": pem(new_ca_certificate(now))},
+                headers=self.api.operator,
+            ).json()["id"]
+        if "/tpm-devices/" in path:
+            target.tpm = self._tpm(path)
         if "{manufacturer_ca_id}" in path:
             registered = register_manufacturer(self.api, new_ca_certificate(now))
             target.manufacturer_ca_id = registered["id"]
@@ -232,6 +250,32 @@ class World:
             assert response.status_code == 201, response.text
         target.os_signer_pem = self.os_signer_pem
         return target
+
+    def _tpm(self, path: str) -> dict[str, str]:
+        """A real swtpm (started on first need) answers for the TPM claiming routes."""
+        if self.tpm_claims is None:
+            self.tpm_claims = TpmClaims(self.folder / "tpm")
+            self.api.client.post(
+                "/v1/tpm-manufacturer-cas",
+                json={
+                    "name": "swtpm-localca",
+                    "certificate": self.tpm_claims.tpm.ca_certificate.read_text(),
+                },
+                headers=self.api.operator,
+            )
+        if path.endswith("/activations"):
+            return self.tpm_claims.activation_body()
+
+        def activate(body: dict[str, str]) -> dict[str, Any]:
+            response = self.api.client.post(
+                f"/v1/tenants/{self.tenant_id}/tpm-devices/activations",
+                json=body,
+                headers=self.api.operator,
+            )
+            assert response.status_code == 201, response.text
+            return dict(response.json())
+
+        return self.tpm_claims.claim_body(activate)
 
     def _reported_crash(self, target: Target) -> tuple[str, str]:
         """A device in the target's group reports a crash and uploads its dump."""
@@ -382,6 +426,12 @@ def _body(method: str, path: str, target: Target) -> dict[str, Any] | None:
             "/v1/tenants/{tenant_id}/device-groups/{device_group_id}/deployments/{deployment_id}",
         ): lambda: {"paused": True},
         ("POST", "/v1/tenants/{tenant_id}/devices/claim"): lambda: {"devices": [target.claim]},
+        ("POST", "/v1/tpm-manufacturer-cas"): lambda: {
+            "name": name,
+            "certificate": pem(new_ca_certificate(dt.datetime.now(dt.UTC))),
+        },
+        ("POST", "/v1/tenants/{tenant_id}/tpm-devices/activations"): lambda: target.tpm,
+        ("POST", "/v1/tenants/{tenant_id}/tpm-devices/claim"): lambda: target.tpm,
         ("PATCH", "/v1/tenants/{tenant_id}/devices/{device_id}"): lambda: {"enabled": False},
         ("POST", "/v1/tenants/{tenant_id}/devices/{device_id}/capability"): lambda: {
             "capabilities": ["appDevelopment"]
@@ -411,7 +461,7 @@ def _expected(caller: str, required: str, *, hidden: bool) -> set[int]:
 
 
 @pytest.fixture
-def world(api: Api, clock: FixedClock, tmp_path: Path) -> World:
+def world(api: Api, clock: FixedClock, tmp_path: Path) -> Iterator[World]:
     tenant = create_tenant(api)
     foreign_tenant = create_tenant(api)
     headers: dict[str, dict[str, str]] = {"operator": api.operator, "anonymous": {}}
@@ -456,7 +506,7 @@ def world(api: Api, clock: FixedClock, tmp_path: Path) -> World:
         api.client.put("/v1/os-image-signers", json=world_signers, headers=api.operator).status_code
         == 200
     )
-    return World(
+    world = World(
         api=api,
         tenant_id=tenant["id"],
         headers=headers,
@@ -464,6 +514,9 @@ def world(api: Api, clock: FixedClock, tmp_path: Path) -> World:
         folder=tmp_path,
         clock=clock,
     )
+    yield world
+    if world.tpm_claims is not None:
+        world.tpm_claims.close()
 
 
 def test_every_route_is_in_the_table(api: Api) -> None:

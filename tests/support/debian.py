@@ -18,6 +18,11 @@ TEST_PACKAGES: Final = (
     "postgresql",
     "mosquitto",
     "nginx-light",
+    "chromium",
+    "swtpm",
+    "swtpm-tools",
+    "libtss2-dev",
+    "tpm2-tools",
 )
 _LOCK: Final = Path("/tmp/opensphere-apt.lock")
 

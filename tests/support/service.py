@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +36,16 @@ class RunningService:
 
 @contextmanager
 def running_service(
-    data_dir: Path, *, database_url: str | None = None, port: int | None = None
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    port: int | None = None,
+    options: Sequence[str] = (),
 ) -> Iterator[RunningService]:
+    """A server on `data_dir`; a second one on the same folder and database serves the same
+    fleet (each logs to its own `service-<port>.log` next to the folder)."""
     port = port or free_port()
-    command = [SPHERE, "server", "--data-dir", str(data_dir), "--port", str(port)]
+    command = [SPHERE, "server", "--data-dir", str(data_dir), "--port", str(port), *options]
     env = dict(os.environ)
     if database_url:
         env["OPENSPHERE_DATABASE_URL"] = database_url

@@ -388,6 +388,18 @@ class Device(Model):
     )
 
 
+class DeviceCounts(Model):
+    """Device counts kept exact as devices change: reading them costs the same at any fleet size."""
+
+    devices: int
+    enabled: int
+    by_device_group: dict[str, int] = Field(description="device group GUID, or 'none'")
+    by_os_version: dict[str, int] = Field(description="last attested OS version, or 'none'")
+    by_attestation_result: dict[str, int] = Field(
+        description="Passed or Failed (last attestation), or 'none' (never attested)"
+    )
+
+
 class DeviceUpdate(Model):
     device_group_id: uuid.UUID | None = Field(default=None, description="move to this group")
     enabled: bool | None = Field(
@@ -614,3 +626,40 @@ class TufState(Model):
     timestamp: str
     delegated: dict[str, str]
     manifests: dict[str, str]
+
+
+# --- TPM devices (see service/tpm.py) -------------------------------------------------
+
+TpmBlob = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_-]+={0,2}$"),
+]
+"""A marshalled TPM structure, base64url."""
+
+
+class TpmActivationRequest(Model):
+    """A TPM's endorsement (certificate and public area) and the attestation key to bind."""
+
+    ek_certificate: Pem = Field(description="the EK certificate from the TPM's NV, PEM")
+    ek_public: TpmBlob = Field(description="the EK's TPM2B_PUBLIC, base64url")
+    ak_public: TpmBlob = Field(description="the attestation key's TPM2B_PUBLIC, base64url")
+
+
+class TpmActivationChallenge(Model):
+    """MakeCredential's output: only the TPM holding both the EK and the AK can open it."""
+
+    activation_id: uuid.UUID
+    device_id: str
+    credential_blob: TpmBlob = Field(description="TPM2B_ID_OBJECT, base64url")
+    encrypted_secret: TpmBlob = Field(description="TPM2B_ENCRYPTED_SECRET, base64url")
+    expires_at: dt.datetime
+
+
+class TpmClaimRequest(Model):
+    """The activated secret: proof that the AK lives in the TPM whose EK is certified."""
+
+    activation_id: uuid.UUID
+    secret: TpmBlob = Field(description="what TPM2_ActivateCredential returned, base64url")
+    device_group_id: uuid.UUID | None = Field(
+        default=None, description="put the claimed device in this device group"
+    )

@@ -7,6 +7,7 @@ agent for an update check at once (SIGUSR1), the forced check Azure Sphere users
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -15,6 +16,7 @@ import re
 import signal
 import threading
 import warnings
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -22,12 +24,26 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel
 
+from opensphere.cli.common import (
+    ProfileOption,
+    TenantOption,
+    resolve_device_group,
+    resolve_tenant,
+    signed_in_client,
+)
 from opensphere.cli.errors import CliError
 from opensphere.cli.output import OutputFormat, OutputOption, console, emit
 from opensphere.client import Client, ClientError
 from opensphere.device.errors import DeviceError
 from opensphere.device.flash import DeviceFlash
 from opensphere.device.host import DeviceHost, HostSettings
+from opensphere.device.tpm_agent import (
+    DEFAULT_OS_FILE,
+    TpmAttestation,
+    TpmDevice,
+    os_version_of,
+)
+from opensphere.device.tpm_host import TpmHost
 from opensphere.rot import EmulatedRootOfTrust
 from opensphere.rot.errors import RootOfTrustError
 from opensphere.rot.software import EmulatedRootOfTrustWarning
@@ -59,10 +75,35 @@ def _open_rot(folder: Path) -> EmulatedRootOfTrust:
         raise CliError(f"{folder}: {exc}") from exc
 
 
+class RootOfTrustKind(StrEnum):
+    EMULATED = "emulated"
+    TPM = "tpm"
+
+
+TctiOption = Annotated[
+    str,
+    typer.Option(
+        help="how to reach the TPM (tpm2-tss TCTI), e.g. device:/dev/tpmrm0 or "
+        "swtpm:host=127.0.0.1,port=2321",
+        envvar="OPENSPHERE_TCTI",
+    ),
+]
+
+
 @agent_app.command("run")
 def run(
     folder: DeviceArgument,
     url: Annotated[str, typer.Option(help="the service's URL")],
+    rot: Annotated[
+        RootOfTrustKind, typer.Option(help="emulated device folder, or this host's TPM")
+    ] = RootOfTrustKind.EMULATED,
+    tcti: TctiOption = "device:/dev/tpmrm0",
+    os_file: Annotated[
+        Path, typer.Option(help="TPM hosts: the file measured as the OS")
+    ] = DEFAULT_OS_FILE,
+    os_version: Annotated[
+        str | None, typer.Option(help="TPM hosts: OS version (default: VERSION_ID of --os-file)")
+    ] = None,
     check_every: Annotated[
         str, typer.Option(help="time between update checks, e.g. 20h or 90s")
     ] = "20h",
@@ -75,7 +116,11 @@ def run(
     ] = 5.0,
     once: Annotated[bool, typer.Option(help="boot, attest, check, upload once, then stop")] = False,
 ) -> None:
-    """Power the device on and keep it running until Ctrl-C."""
+    """Power the device on and keep it running until Ctrl-C.
+
+    With --rot tpm the folder is this Linux host's agent state (claim it first with
+    'sphere agent claim'); see docs/opensphere-agent.service for a systemd unit.
+    """
     folder = folder.resolve()
     settings = HostSettings(
         run_apps=apps,
@@ -85,16 +130,61 @@ def run(
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    rot = _open_rot(folder)
-    with Client(url) as client:
-        host = DeviceHost(folder, rot=rot, client=client, settings=settings)
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(Client(url))
         try:
+            if rot is RootOfTrustKind.TPM:
+                tpm = stack.enter_context(_open_tpm(folder, tcti))
+                device = TpmDevice(tpm)
+                attestation = TpmAttestation(
+                    device,
+                    client=client,
+                    os_file=os_file,
+                    os_version=os_version or os_version_of(os_file),
+                )
+                host = DeviceHost(
+                    folder, rot=device, client=client, settings=settings, attestation=attestation
+                )
+            else:
+                host = DeviceHost(folder, rot=_open_rot(folder), client=client, settings=settings)
             if once:
                 _run_once(host)
                 return
             _run_until_stopped(host, folder)
-        except (DeviceError, ClientError, UpdateClientError) as exc:
+        except (DeviceError, ClientError, UpdateClientError, RootOfTrustError) as exc:
             raise CliError(str(exc)) from exc
+
+
+@agent_app.command("claim")
+def claim(
+    folder: DeviceArgument,
+    tcti: TctiOption = "device:/dev/tpmrm0",
+    device_group: Annotated[
+        str | None, typer.Option("--device-group", "-g", help="'Product/Group' or GUID")
+    ] = None,
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Claim this Linux host into a tenant by its TPM (Contributor): the EK certificate must
+    chain to a registered TPM manufacturer and the TPM must activate the service's credential."""
+    with signed_in_client(profile) as client:
+        tenant_id = resolve_tenant(client, tenant, profile)
+        group_id = None
+        if device_group is not None:
+            group_id = resolve_device_group(client, tenant_id, device_group)
+        try:
+            with _open_tpm(folder.resolve(), tcti) as host:
+                device = host.claim(client, tenant_id, device_group_id=group_id)
+        except RootOfTrustError as exc:
+            raise CliError(str(exc)) from exc
+    console.print(f"claimed TPM host {device.device_id}")
+
+
+def _open_tpm(folder: Path, tcti: str) -> TpmHost:
+    try:
+        return TpmHost(folder, tcti=tcti)
+    except RootOfTrustError as exc:
+        raise CliError(f"cannot use the TPM at {tcti!r}: {exc}") from exc
 
 
 def _run_once(host: DeviceHost) -> None:

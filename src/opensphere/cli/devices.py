@@ -1,4 +1,5 @@
-"""`sphere device …`: manufacture emulated devices, claim them, list, show, update."""
+"""`sphere device …`: manufacture emulated devices, claim them (or bulk identities), list, show,
+update."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from typing import Annotated
 
 import typer
 from cryptography.hazmat.primitives import serialization
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from opensphere.api import schemas
 from opensphere.cli.common import (
@@ -23,11 +31,13 @@ from opensphere.cli.common import (
     signed_in_client,
 )
 from opensphere.cli.errors import CliError
-from opensphere.cli.output import OutputFormat, OutputOption, console, emit
-from opensphere.device.emulator import CA_KEY_FILE, Fleet, create_emulated_device
+from opensphere.cli.output import OutputFormat, OutputOption, console, emit, err_console
+from opensphere.client import ClientError
+from opensphere.device.emulator import CA_CERT_FILE, CA_KEY_FILE, Fleet, create_emulated_device
 from opensphere.device.errors import DeviceError
 from opensphere.device.packaging import SigningKeyError
-from opensphere.factory import ManufacturingError, load_idevid
+from opensphere.factory import ManufacturingError, load_idevid, load_manufacturer_ca
+from opensphere.factory.bulk import generate_claimable_identities
 from opensphere.formats.claim import ClaimStatement, encode_claim_statement
 from opensphere.rot import EmulatedRootOfTrust, EmulatedRootOfTrustWarning, RootOfTrustError
 
@@ -144,6 +154,73 @@ def device_claim(
         group_id = resolve_device_group(client, tenant_id, device_group) if device_group else None
         claims = [_claim_for(folder, tenant_id) for folder in _device_folders(folders)]
         emit(client.claim_devices(tenant_id, claims, group_id), output, COLUMNS)
+
+
+@device_app.command("bulk-claim")
+def device_bulk_claim(
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="how many devices")],
+    ca: Annotated[
+        Path, typer.Option("--ca", help="folder of 'sphere manufacturer ca create'")
+    ] = Path("manufacturer-ca"),
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=1000, help="devices per claim request")
+    ] = 1000,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="processes making identities")
+    ] = None,
+    device_group: GroupOption = None,
+    tenant: TenantOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Make COUNT claimable identities and claim them, with no device folders (registry tests).
+
+    Each has its own identity key, an IDevID from the CA and a signed claim statement, made
+    in parallel processes and sent in batches; the keys are then thrown away, so these
+    devices can never attest. Each batch is claimed whole or not at all.
+    """
+    try:
+        ca_key, ca_cert = load_manufacturer_ca(
+            key_path=ca / CA_KEY_FILE, cert_path=ca / CA_CERT_FILE
+        )
+    except ManufacturingError as exc:
+        raise CliError(f"{exc}; make one with 'sphere manufacturer ca create'") from exc
+    with signed_in_client(profile) as client:
+        tenant_id = resolve_tenant(client, tenant, profile)
+        group_id = resolve_device_group(client, tenant_id, device_group) if device_group else None
+        started = time.monotonic()
+        claimed = 0
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        ) as progress:
+            task = progress.add_task("claiming", total=count)
+            batches = generate_claimable_identities(
+                ca_key, ca_cert, tenant_id, count=count, batch=batch, workers=workers
+            )
+            for identities in batches:
+                claims = [
+                    schemas.DeviceClaim(
+                        claim_statement=base64.urlsafe_b64encode(item.claim_statement).decode(),
+                        idevid=item.idevid_pem.decode(),
+                    )
+                    for item in identities
+                ]
+                try:
+                    client.claim_devices(tenant_id, claims, group_id)
+                except ClientError:
+                    err_console.print(f"{claimed} of {count} devices were claimed before this")
+                    raise
+                claimed += len(claims)
+                progress.update(task, advance=len(claims))
+    elapsed = time.monotonic() - started
+    console.print(
+        f"{claimed} devices claimed in {elapsed:.1f} s ({claimed / elapsed:.0f}/s)",
+        highlight=False,
+    )
 
 
 @device_app.command("list")

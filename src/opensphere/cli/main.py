@@ -27,6 +27,7 @@ from opensphere.cli import (
     products,
     server,
     tenants,
+    tpm,
     tuf,
 )
 from opensphere.cli.errors import CliError
@@ -51,6 +52,7 @@ app.add_typer(products.product_app, name="product")
 app.add_typer(products.group_app, name="device-group")
 app.add_typer(tenants.audit_app, name="audit")
 app.add_typer(manufacturer.manufacturer_app, name="manufacturer")
+app.add_typer(tpm.tpm_manufacturer_app, name="tpm-manufacturer")
 app.add_typer(devices.device_app, name="device")
 app.add_typer(ca.ca_app, name="ca-certificate")
 app.add_typer(os_releases.os_release_app, name="os-release")

@@ -25,6 +25,9 @@ def server(
             help="postgresql://… to scale out (default: SQLite in the data folder)",
         ),
     ] = None,
+    retention_every: Annotated[
+        int, typer.Option(min=1, help="seconds between runs of the error-report retention job")
+    ] = 3600,
     key_passphrase_file: Annotated[
         Path | None,
         typer.Option(
@@ -60,6 +63,6 @@ def server(
         storage=Storage.connect(settings.database_url),
         keys=keys,
         blobs=FolderBlobStore(settings.blob_folder),
-        retention_every=dt.timedelta(hours=1),
+        retention_every=dt.timedelta(seconds=retention_every),
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -171,20 +171,29 @@ class DeviceAgent:
     def _store(
         self, grant: schemas.AttestationGrant, client_key: ec.EllipticCurvePrivateKey
     ) -> None:
-        """Key first, state last: a crash in between leaves a state that asks to renew."""
-        self._daa.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key_pem = client_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        write_atomically(self._daa / STATE_FILE, b"{}")
-        write_atomically(self.client_key_path, key_pem)
-        write_atomically(self.certificate_path, grant.certificate.encode())
-        write_atomically(self.chain_path, "".join(grant.chain).encode())
-        write_atomically(self._daa / CREDENTIAL_FILE, grant.credential.encode())
-        state = {
-            "certificate_expires_at": grant.certificate_expires_at.isoformat(),
-            "credential_expires_at": grant.credential_expires_at.isoformat(),
-        }
-        write_atomically(self._daa / STATE_FILE, json.dumps(state).encode())
+        store_grant(self._daa, grant, client_key)
+
+
+def store_grant(
+    daa: Path, grant: schemas.AttestationGrant, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """Key first, state last: a crash in between leaves a state that asks to renew.
+
+    Shared by every root of trust's agent (emulated, TPM), so `daa/` always looks alike.
+    """
+    daa.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_pem = client_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_atomically(daa / STATE_FILE, b"{}")
+    write_atomically(daa / CLIENT_KEY_FILE, key_pem)
+    write_atomically(daa / CERTIFICATE_FILE, grant.certificate.encode())
+    write_atomically(daa / CHAIN_FILE, "".join(grant.chain).encode())
+    write_atomically(daa / CREDENTIAL_FILE, grant.credential.encode())
+    state = {
+        "certificate_expires_at": grant.certificate_expires_at.isoformat(),
+        "credential_expires_at": grant.credential_expires_at.isoformat(),
+    }
+    write_atomically(daa / STATE_FILE, json.dumps(state).encode())

@@ -90,9 +90,13 @@ class BootResult:
     events: tuple[ErrorEvent, ...]
     run_dir: Path
     app_trial: frozenset[UUID] = frozenset()
+    host_os_version: str | None = None
 
     @property
     def os_version(self) -> str:
+        """The booted OS stage's version; a Linux host (no OS slots) reports its own."""
+        if not self.os_images:
+            return self.host_os_version or ""
         return self.os_images[-1].metadata.version
 
     @property
@@ -169,6 +173,36 @@ def boot_device(flash: DeviceFlash, rot: RootOfTrust, *, now: int) -> BootResult
         events=tuple(events.recorded),
         run_dir=flash.run_dir,
         app_trial=app_trial,
+    )
+
+
+def boot_app_area(flash: DeviceFlash, rot: RootOfTrust, *, now: int, os_version: str) -> BootResult:
+    """Start the app area alone, for a host whose OS its own firmware boots (a Linux machine
+    with a TPM): the same verification, trials, measurements and fuses as `boot_device`."""
+    keystore = TrustedKeyStore.decode(flash.read_keystore_bytes())
+    events = _Events(flash, now)
+    app_trial = _start_app_trial(flash, events)
+    app_keys = keystore.with_app_keys(flash.read_tenant_keys())
+    apps, board_configs = _boot_app_area(flash, app_keys, rot, None, events)
+    _commit_security_versions(
+        rot,
+        [
+            image
+            for image in [app.image for app in apps] + board_configs
+            if image.metadata.identity.component_id not in app_trial
+        ],
+    )
+    return BootResult(
+        slot="host",
+        trial=False,
+        os_images=(),
+        apps=tuple(apps),
+        board_configs=tuple(board_configs),
+        capabilities=None,
+        events=tuple(events.recorded),
+        run_dir=flash.run_dir,
+        app_trial=app_trial,
+        host_os_version=os_version,
     )
 
 

@@ -70,13 +70,16 @@ class DeviceHost:
         client: Client,
         settings: HostSettings = HostSettings(),
         now: Callable[[], dt.datetime] = _utc_now,
+        attestation: DeviceAgent | None = None,
     ) -> None:
+        """`attestation` boots and attests; the default is the emulated device's own (a TPM
+        host passes `tpm_agent.TpmAttestation`)."""
         self.folder = Path(folder)
         self.rot = rot
         self.settings = settings
         self._client = client
         self._now = now
-        self.attestation = DeviceAgent(self.folder, rot=rot, client=client)
+        self.attestation = attestation or DeviceAgent(self.folder, rot=rot, client=client)
         self._runtime: Runtime | None = None
         self._boot: BootResult | None = None
         self.updates = UpdateAgent(

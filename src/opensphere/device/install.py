@@ -121,9 +121,10 @@ def confirm_app_trial(flash: DeviceFlash, rot: RootOfTrust) -> list[UUID]:
         return []
     flash.write_app_trial(None)
     for component_id in trial.had_previous:
-        data = flash.app_image_file(component_id).read_bytes()
-        metadata = parse_package(data).metadata
-        rot.bump_counter(fuse_name(component_id), metadata.security_version)
+        image = flash.app_image_file(component_id)
+        if image.exists():  # a power cut may end a new app's install before its image lands
+            metadata = parse_package(image.read_bytes()).metadata
+            rot.bump_counter(fuse_name(component_id), metadata.security_version)
         flash.remove_file(flash.previous_app_file(component_id))
     return list(trial.had_previous)
 

@@ -401,6 +401,7 @@ class UpdateAgent:
             cloud_apps=cloud_apps,
             development_mode=boot.development_mode,
             failed_images=frozenset(UUID(key) for key in state.failed),
+            manages_os=bool(boot.os_images),
         )
 
     def _report(
@@ -436,7 +437,7 @@ class UpdateAgent:
             state=update_state,
             reason=None if reason is None else _reason_text(reason),
             installed_images=installed[:64],
-            os_version=boot.os_version,
+            os_version=boot.os_version or None,
         )
         try:
             self._client.report_update_status(credential, report)

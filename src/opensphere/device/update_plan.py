@@ -5,7 +5,8 @@ images of the group's feed (no rollout: every device takes them) and the current
 apps (with a rollout: a device takes them when `takes_update` says so, hawkBit-style). The plan
 is the difference between that and what the device runs, minus images that already failed
 here (a failed image is not retried until the service offers another one). A device in
-development mode (appDevelopment capability) takes no cloud apps, as in the original.
+development mode (appDevelopment capability) takes no cloud apps, as in the original. A Linux
+host whose OS is not ours to update (`manages_os` False) takes only the apps.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class DeviceImages:
     cloud_apps: Mapping[UUID, UUID]
     development_mode: bool = False
     failed_images: frozenset[UUID] = frozenset()
+    manages_os: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,8 @@ def plan_update(
     skipped: list[UUID] = []
 
     os_release: tuple[OfferedImage, ...] = ()
-    if os_offer and {i.image_id for i in os_offer} != set(device.os_images.values()):
+    running_os = set(device.os_images.values())
+    if device.manages_os and os_offer and {i.image_id for i in os_offer} != running_os:
         failed = [i.image_id for i in os_offer if i.image_id in device.failed_images]
         if failed:
             skipped.extend(failed)

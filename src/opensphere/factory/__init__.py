@@ -2,6 +2,7 @@
 
 from opensphere.factory.manufacturer import (
     IDEVID_FILE,
+    IdevidVerifier,
     ManufacturingError,
     NotGenuineError,
     create_manufacturer_ca,
@@ -15,6 +16,7 @@ from opensphere.factory.manufacturer import (
 
 __all__ = [
     "IDEVID_FILE",
+    "IdevidVerifier",
     "ManufacturingError",
     "NotGenuineError",
     "create_manufacturer_ca",

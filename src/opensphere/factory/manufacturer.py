@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (
+    ClientVerifier,
     Criticality,
     ExtensionPolicy,
     PolicyBuilder,
@@ -109,46 +110,65 @@ def issue_idevid(
 def verify_idevid(
     certificate: x509.Certificate, trusted_cas: list[x509.Certificate], *, now: dt.datetime
 ) -> DeviceId:
-    """Return the device ID an IDevID proves, or raise `NotGenuineError`.
+    """Return the device ID an IDevID proves, or raise `NotGenuineError` (see `IdevidVerifier`)."""
+    return IdevidVerifier(trusted_cas, now=now).verify(certificate)
+
+
+class IdevidVerifier:
+    """Checks IDevIDs against the trusted manufacturer CAs at one moment.
 
     Path validation is cryptography's (RFC 5280 with its web-PKI profile, client role),
     relaxed in one point: an IDevID names its device in the subject, so subjectAltName is
     optional. On top of it the certified key must be the key the device ID names, so a CA
-    mistake cannot bind one device's ID to another device's key.
+    mistake cannot bind one device's ID to another device's key. Building the validator
+    costs more than using it (about 1 ms against 0.4 ms), so a batch builds it once.
     """
-    _check_aware(now)
-    if not trusted_cas:
-        raise NotGenuineError("no manufacturer CA is trusted; configure at least one")
-    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
-        x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
-    )
-    verifier = (
-        PolicyBuilder()
-        .store(Store(trusted_cas))
-        .time(now)
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee_policy)
-        .build_client_verifier()
-    )
-    try:
-        verifier.verify(certificate, [])
-    except VerificationError as exc:
-        raise NotGenuineError(
-            f"the IDevID does not chain to a trusted manufacturer CA at {now:%Y-%m-%d}: {exc}"
-        ) from exc
-    serials = certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
-    if len(serials) != 1 or not isinstance(serials[0].value, str):
-        raise NotGenuineError("the IDevID subject must hold exactly one serialNumber (device ID)")
-    try:
-        device_id = parse_device_id(serials[0].value)
-        public_key = certificate.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):
-            raise NotGenuineError("the IDevID does not certify an ECDSA P-256 key")
-        key_id = device_id_from_public_key(public_key)
-    except FormatError as exc:
-        raise NotGenuineError(f"the IDevID does not name a valid device: {exc}") from exc
-    if key_id != device_id:
-        raise NotGenuineError("the IDevID certifies a key that is not the key of its device ID")
-    return device_id
+
+    def __init__(self, trusted_cas: list[x509.Certificate], *, now: dt.datetime) -> None:
+        _check_aware(now)
+        self._now = now
+        self._verifier: ClientVerifier | None = None
+        if trusted_cas:
+            ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+                x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+            )
+            self._verifier = (
+                PolicyBuilder()
+                .store(Store(trusted_cas))
+                .time(now)
+                .extension_policies(
+                    ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee_policy
+                )
+                .build_client_verifier()
+            )
+
+    def verify(self, certificate: x509.Certificate) -> DeviceId:
+        """Return the device ID the IDevID proves, or raise `NotGenuineError`."""
+        if self._verifier is None:
+            raise NotGenuineError("no manufacturer CA is trusted; configure at least one")
+        try:
+            self._verifier.verify(certificate, [])
+        except VerificationError as exc:
+            raise NotGenuineError(
+                "the IDevID does not chain to a trusted manufacturer CA at "
+                f"{self._now:%Y-%m-%d}: {exc}"
+            ) from exc
+        serials = certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+        if len(serials) != 1 or not isinstance(serials[0].value, str):
+            raise NotGenuineError(
+                "the IDevID subject must hold exactly one serialNumber (device ID)"
+            )
+        try:
+            device_id = parse_device_id(serials[0].value)
+            public_key = certificate.public_key()
+            if not isinstance(public_key, ec.EllipticCurvePublicKey):
+                raise NotGenuineError("the IDevID does not certify an ECDSA P-256 key")
+            key_id = device_id_from_public_key(public_key)
+        except FormatError as exc:
+            raise NotGenuineError(f"the IDevID does not name a valid device: {exc}") from exc
+        if key_id != device_id:
+            raise NotGenuineError("the IDevID certifies a key that is not the key of its device ID")
+        return device_id
 
 
 def manufacture_device(

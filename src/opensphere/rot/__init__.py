@@ -1,7 +1,7 @@
 """Root of trust: the device identity key, measured boot and one-way state.
 
 Code that needs a root of trust takes the `RootOfTrust` protocol; which backend stands
-behind it (emulated now, TPM 2.0 later) is chosen in one wiring place.
+behind it (emulated, or a TPM 2.0 through tpm2-pytss) is chosen in one wiring place.
 """
 
 from opensphere.rot.errors import (
@@ -14,6 +14,7 @@ from opensphere.rot.errors import (
 )
 from opensphere.rot.interface import RootOfTrust
 from opensphere.rot.software import EmulatedRootOfTrust, EmulatedRootOfTrustWarning
+from opensphere.rot.tpm import TpmError, TpmRootOfTrust
 
 __all__ = [
     "AlreadyManufacturedError",
@@ -25,4 +26,6 @@ __all__ = [
     "RootOfTrustError",
     "RootOfTrustMissingError",
     "SealedStateError",
+    "TpmError",
+    "TpmRootOfTrust",
 ]

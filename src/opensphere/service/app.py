@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -26,10 +26,12 @@ from opensphere.service import (
     products,
     tenants,
     tokens,
+    tpm,
 )
 from opensphere.service.ca import routes as ca_routes
 from opensphere.service.ca.authority import CertificateAuthority
 from opensphere.service.clock import Clock, SystemClock
+from opensphere.service.dashboard import install as install_dashboard
 from opensphere.service.error_reports import routes as error_report_routes
 from opensphere.service.error_reports.retention import apply_retention
 from opensphere.service.errors import ServiceError
@@ -60,6 +62,20 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def assign_request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID if sane, else a new one; kept in the scope's state."""
+    request_id = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _REQUEST_ID_RE.fullmatch(candidate):
+                request_id = candidate
+            break
+    request_id = request_id or secrets.token_hex(16)
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id
+
+
 class RequestIdMiddleware:
     """Every request gets an id (the caller's X-Request-ID if sane), echoed in the answer."""
 
@@ -70,15 +86,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID_RE.fullmatch(candidate):
-                    request_id = candidate
-                break
-        request_id = request_id or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = assign_request_id(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -94,38 +102,22 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class HotPathMiddleware:
-    """Serves the device hot paths (attestation, update checks) straight from a table.
+    """Serves the device hot paths (attestation, error-event upload) straight from a table.
 
     FastAPI still declares these routes, so they are in the OpenAPI document, but a
     request for one skips the router's matching over every route and the dependency
     solver, which cost more than the handler's own work besides its crypto. `routes`
-    match the exact path; `prefixes` a path start (the handler parses the rest).
+    match the exact path.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        routes: dict[tuple[str, str], Endpoint],
-        prefixes: dict[tuple[str, str], Endpoint] | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Endpoint]) -> None:
         self.app = app
         self.routes = routes
-        self.prefixes = prefixes or {}
-
-    def _endpoint(self, scope: Scope) -> Endpoint | None:
-        if scope["type"] != "http":
-            return None
-        method, path = scope["method"], scope["path"]
-        endpoint = self.routes.get((method, path))
-        if endpoint is not None:
-            return endpoint
-        for (prefix_method, prefix), handler in self.prefixes.items():
-            if method == prefix_method and path.startswith(prefix):
-                return handler
-        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self._endpoint(scope)
+        endpoint = (
+            self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        )
         if endpoint is None:
             await self.app(scope, receive, send)
             return
@@ -134,6 +126,42 @@ class HotPathMiddleware:
             response: Response = await endpoint(request)
         except ServiceError as exc:
             response = await service_error_response(request, exc)
+        await response(scope, receive, send)
+
+
+class ServiceApp(FastAPI):
+    """FastAPI with `front` endpoints that answer before its whole middleware stack.
+
+    The no-change update check is the fleet's most frequent request and costs microseconds;
+    FastAPI's own layers around it (telemetry check, error, body-limit and request-id
+    middlewares) cost several times more. A `front` endpoint (matched by method and path
+    prefix, the handler parses the rest) gets the request id here, and a `ServiceError` it
+    raises still becomes a problem document; anything else reaches the ASGI server, which
+    logs it and answers 500. FastAPI still declares these routes for the OpenAPI document.
+    """
+
+    def __init__(self, *, front: dict[tuple[str, str], Endpoint], **options: Any) -> None:
+        super().__init__(**options)
+        self.front = front
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            for (front_method, prefix), endpoint in self.front.items():
+                if method == front_method and path.startswith(prefix):
+                    await self._answer(endpoint, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _answer(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        request_id = assign_request_id(scope)
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except ServiceError as exc:
+            response = await service_error_response(request, exc)
+        response.raw_headers.append((b"x-request-id", request_id.encode()))
         await response(scope, receive, send)
 
 
@@ -172,7 +200,17 @@ def create_app(
     clock: Clock | None = None,
     retention_every: dt.timedelta | None = None,
 ) -> FastAPI:
-    app = FastAPI(
+    clock = clock or SystemClock()
+    credential_key = keys.load_or_create(device_auth.CREDENTIAL_KEY_ID)
+    tuf = serving.TufServer(
+        storage=storage,
+        keys=keys,
+        blobs=blobs,
+        clock=clock,
+        credential_public_key=credential_key.public_key(),
+    )
+    app = ServiceApp(
+        front={("GET", serving.TUF_PREFIX): tuf.serve},
         lifespan=_retention_lifespan(retention_every),
         title="OpenSphere security service",
         version="1",
@@ -185,13 +223,13 @@ def create_app(
     app.state.storage = storage
     app.state.keys = keys
     app.state.blobs = blobs
-    app.state.tuf = serving.TufCache()
-    app.state.clock = clock or SystemClock()
+    app.state.tuf = tuf
+    app.state.clock = clock
     app.state.ca = CertificateAuthority(storage=storage, keys=keys)
     app.state.references = attestation.ReferenceCache()
     app.state.nonce_sweeper = attestation.NonceSweeper()
-    app.state.credential_key = keys.load_or_create(device_auth.CREDENTIAL_KEY_ID)
-    app.state.credential_public_key = app.state.credential_key.public_key()
+    app.state.credential_key = credential_key
+    app.state.credential_public_key = tuf.credential_public_key
     install_problem_handlers(app)
     for module in (
         tenants,
@@ -210,11 +248,13 @@ def create_app(
         serving,
         feeds,
         tuf_admin,
+        tpm,
     ):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
     app.include_router(capabilities.router, responses=PROBLEM_RESPONSES)
     app.include_router(error_report_routes.router, responses=PROBLEM_RESPONSES)
     app.include_router(error_report_routes.device_router, responses=PROBLEM_RESPONSES)
+    install_dashboard(app)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
@@ -226,8 +266,8 @@ def create_app(
         routes={
             ("POST", "/v1/device/attestation/challenge"): attestation.challenge,
             ("POST", "/v1/device/attestation/evidence"): attestation.evidence,
+            ("POST", "/v1/device/error-reports"): error_report_routes.upload_error_events,
         },
-        prefixes={("GET", serving.TUF_PREFIX): serving.serve_tuf},
     )
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -2,8 +2,9 @@
 
 These two endpoints are the fleet's hot path (every device, daily and at boot), so they
 read and answer bytes directly and talk to the database through Core statements in one
-short transaction, in `async` handlers: the work between awaits is a few hundred
-microseconds of crypto and indexed SQL, cheaper than a hop to the thread pool.
+short transaction, run on the DBAPI connection (`hot_statements`), in `async` handlers: the
+work between awaits is a few hundred microseconds of crypto and indexed SQL, cheaper than a
+hop to the thread pool.
 
 The device authenticates by what it signs, not by a user token. Whatever the reason for a
 refusal, the device gets the same answer (403 `attestation_refused`); the reason is in the
@@ -15,21 +16,24 @@ signature, over a valid nonce) the failed verdict is recorded on the device.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import logging
 import secrets
+from collections.abc import Iterator
 from typing import Any, NoReturn, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import Connection, LargeBinary, Table, bindparam, delete, insert, select, update
+from sqlalchemy import LargeBinary, Table, bindparam, delete, insert, select, update
 from sqlalchemy.sql.elements import BindParameter
 
 from opensphere.api import schemas
 from opensphere.formats.device_id import parse_device_id, public_key_from_device_id
 from opensphere.formats.errors import FormatError
 from opensphere.formats.evidence import MAX_EVIDENCE_SIZE, EvidenceClaims
+from opensphere.formats.tpm_evidence import TPM_EVIDENCE_CONTENT_TYPE
 from opensphere.service.appraisal import (
     AppraisalError,
     ReferenceValues,
@@ -41,6 +45,7 @@ from opensphere.service.ca.authority import CertificateAuthority, CurrentIssuer
 from opensphere.service.ca.core import issue_device_certificate, to_pem
 from opensphere.service.device_auth import CREDENTIAL_LIFETIME, issue_credential
 from opensphere.service.errors import DeviceRefusedError, InvalidRequestError
+from opensphere.service.hot_statements import HotStatement, HotTransaction, hot_transaction
 from opensphere.service.storage.db import Storage
 from opensphere.service.storage.models import (
     AttestationNonce,
@@ -49,6 +54,8 @@ from opensphere.service.storage.models import (
     SecurityVersionMinimum,
 )
 from opensphere.service.storage.types import UTCDateTime
+from opensphere.service.tpm_appraisal import TpmEvidence, verify_tpm_evidence
+from opensphere.service.tpm_attestation import advance_tpm_state
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +70,9 @@ _DEVICES = cast(Table, Device.__table__)
 _RELEASES = cast(Table, OsRelease.__table__)
 _MINIMUMS = cast(Table, SecurityVersionMinimum.__table__)
 
-# The hot path's statements are built once: building one costs more than running it.
-_ISSUE_NONCE = (
+# The hot path's statements are built once and compiled once per dialect (`HotStatement`):
+# building one costs more than running it, and so does SQLAlchemy's execution machinery.
+_ISSUE_NONCE = HotStatement(
     insert(_NONCES)
     .from_select(
         ["nonce", "device_id", "tenant_id", "expires_at"],
@@ -77,8 +85,8 @@ _ISSUE_NONCE = (
     )
     .returning(_NONCES.c.tenant_id)
 )
-_SWEEP_NONCES = delete(_NONCES).where(_NONCES.c.expires_at < bindparam("p_now"))
-_USE_NONCE = (
+_SWEEP_NONCES = HotStatement(delete(_NONCES).where(_NONCES.c.expires_at < bindparam("p_now")))
+_USE_NONCE = HotStatement(
     delete(_NONCES)
     .where(_NONCES.c.nonce == bindparam("p_nonce"))
     .returning(_NONCES.c.device_id, _NONCES.c.tenant_id, _NONCES.c.expires_at)
@@ -89,12 +97,12 @@ _VERDICT: dict[str, BindParameter[Any]] = {
     "last_attestation_code": bindparam("p_code"),
     "os_version": bindparam("p_os_version"),
 }
-_RECORD_PASS = (
+_RECORD_PASS = HotStatement(
     update(_DEVICES)
     .where(_DEVICES.c.device_id == bindparam("p_device_id"), _DEVICES.c.enabled.is_(True))
     .values(**_VERDICT, certificate_expires_at=bindparam("p_certificate_expires_at"))
 )
-_RECORD_FAILURE = (
+_RECORD_FAILURE = HotStatement(
     update(_DEVICES).where(_DEVICES.c.device_id == bindparam("p_device_id")).values(**_VERDICT)
 )
 
@@ -206,13 +214,14 @@ async def challenge(request: Request) -> Response:
     storage: Storage = state.storage
     nonce = secrets.token_bytes(NONCE_SIZE)
     expires_at = now + NONCE_TTL
-    with storage.write_transaction() as connection:
+    with hot_transaction(storage.engine) as transaction:
         if state.nonce_sweeper.due(now):
-            connection.execute(_SWEEP_NONCES, {"p_now": now})
-        tenant_id = connection.execute(
+            transaction.execute(_SWEEP_NONCES, {"p_now": now})
+        issued = transaction.execute(
             _ISSUE_NONCE,
             {"p_nonce": nonce, "p_expires_at": expires_at, "p_device_id": device_id},
-        ).scalar()
+        ).rows
+    tenant_id = issued[0][0] if issued else None
     if tenant_id is None:
         _refuse_challenge(request, storage, device_id)
     authority: CertificateAuthority = state.ca
@@ -235,22 +244,23 @@ def _refuse_challenge(request: Request, storage: Storage, device_id: str) -> NoR
     _refuse(request, device_id, "device_disabled", "the device is disabled")
 
 
-def _consume_nonce(connection: Connection, claims: EvidenceClaims, now: dt.datetime) -> Any:
+def _consume_nonce(transaction: HotTransaction, claims: EvidenceClaims, now: dt.datetime) -> Any:
     """The tenant the nonce was issued for; `_Refusal` if it is unknown, foreign or stale."""
-    row = connection.execute(_USE_NONCE, {"p_nonce": claims.nonce}).first()
-    if row is None:
+    rows = transaction.execute(_USE_NONCE, {"p_nonce": claims.nonce}).rows
+    if not rows:
         raise _Refusal("unknown_nonce", "the nonce was never issued or is already used")
-    if row.device_id != claims.device_id:
+    device_id, tenant_id, expires_at = rows[0]
+    if device_id != claims.device_id:
         raise _Refusal(
-            "nonce_of_another_device", f"the nonce was issued to device {row.device_id[:16]}…"
+            "nonce_of_another_device", f"the nonce was issued to device {device_id[:16]}…"
         )
-    if row.expires_at <= now:
-        raise _Refusal("expired_nonce", f"the nonce expired at {row.expires_at.isoformat()}")
-    return row.tenant_id
+    if expires_at <= now:
+        raise _Refusal("expired_nonce", f"the nonce expired at {expires_at.isoformat()}")
+    return tenant_id
 
 
 def _record(
-    connection: Connection,
+    transaction: HotTransaction,
     claims: EvidenceClaims,
     now: dt.datetime,
     *,
@@ -268,9 +278,9 @@ def _record(
         "p_os_version": claims.os_version,
     }
     if code is not None:
-        return connection.execute(_RECORD_FAILURE, values).rowcount
+        return transaction.execute(_RECORD_FAILURE, values).rowcount
     values["p_certificate_expires_at"] = certificate_expires_at
-    return connection.execute(_RECORD_PASS, values).rowcount
+    return transaction.execute(_RECORD_PASS, values).rowcount
 
 
 def _grant(
@@ -303,6 +313,28 @@ def _grant(
     )
 
 
+def _check_tpm(
+    transaction: HotTransaction, claims: EvidenceClaims, now: dt.datetime, tpm: TpmEvidence
+) -> None:
+    """The TPM's bound key and counters, after the nonce: a failure is the device's verdict."""
+    try:
+        advance_tpm_state(transaction.core_connection(), tpm)
+    except AppraisalError as exc:
+        _record(transaction, claims, now, code=exc.code)
+        raise _Refusal(exc.code, exc.detail) from exc
+
+
+@contextlib.contextmanager
+def _write_transaction(storage: Storage, *, core: bool) -> Iterator[HotTransaction]:
+    """The evidence's transaction; `core` when TPM state is stored in it through a Connection."""
+    if not core:
+        with hot_transaction(storage.engine) as transaction:
+            yield transaction
+        return
+    with storage.write_transaction() as connection:
+        yield HotTransaction.on_connection(connection)
+
+
 def _appraisal_code(claims: EvidenceClaims, references: tuple[Any, dict[str, int]]) -> str | None:
     release, minimums = references
     try:
@@ -326,6 +358,8 @@ def _appraisal_code(claims: EvidenceClaims, references: tuple[Any, dict[str, int
 async def evidence(request: Request) -> Response:
     """Appraise signed evidence (EAT in COSE_Sign1) and answer a 24-hour device certificate.
 
+    The Content-Type's EAT profile picks the verifier: an emulated root of trust's
+    evidence, or a TPM's (`formats.tpm_evidence`: the same envelope carrying a quote).
     One write transaction: use up the nonce, record the verdict and, when the tenant's
     CA is at hand (the challenge warmed it), sign the certificate.
     """
@@ -334,28 +368,39 @@ async def evidence(request: Request) -> Response:
         _refuse(request, None, "oversized_evidence", f"evidence over {MAX_EVIDENCE_SIZE} bytes")
     state = request.app.state
     now: dt.datetime = state.clock.now()
+    tpm: TpmEvidence | None = None
     try:
-        claims = verify_device_evidence(body, now=int(now.timestamp()))
+        if request.headers.get("content-type") == TPM_EVIDENCE_CONTENT_TYPE:
+            tpm = verify_tpm_evidence(body)
+            claims = tpm.as_evidence_claims()
+        else:
+            claims = verify_device_evidence(body, now=int(now.timestamp()))
     except FormatError as exc:
         _refuse(request, None, "invalid_evidence", str(exc))
+    except AppraisalError as exc:
+        _refuse(request, None, exc.code, exc.detail)
     storage: Storage = state.storage
     authority: CertificateAuthority = state.ca
-    verdict = _appraisal_code(claims, state.references.get(storage, claims.os_version, now))
+    release, minimums = state.references.get(storage, claims.os_version, now)
+    # A TPM host reports no fuses: its OS is pinned by the PCR reference values alone.
+    verdict = _appraisal_code(claims, (release, minimums if tpm is None else {}))
     refusal: _Refusal | None = None
     grant: schemas.AttestationGrant | None = None
     tenant_id: Any = None
-    with storage.write_transaction() as connection:
+    with _write_transaction(storage, core=tpm is not None) as transaction:
         try:
-            tenant_id = _consume_nonce(connection, claims, now)
+            tenant_id = _consume_nonce(transaction, claims, now)
+            if tpm is not None:
+                _check_tpm(transaction, claims, now, tpm)
             if verdict is not None:
-                _record(connection, claims, now, code=verdict)
+                _record(transaction, claims, now, code=verdict)
                 raise _Refusal(verdict, "the evidence does not match the registered references")
             issuer = authority.cached_issuer(tenant_id, now=now)
             if issuer is not None:
                 grant = _grant(request, claims, tenant_id, issuer, now)
             expires_at = None if grant is None else grant.certificate_expires_at
-            if not _record(connection, claims, now, code=None, certificate_expires_at=expires_at):
-                _record(connection, claims, now, code="device_disabled")
+            if not _record(transaction, claims, now, code=None, certificate_expires_at=expires_at):
+                _record(transaction, claims, now, code="device_disabled")
                 raise _Refusal("device_disabled", "the device is disabled or was never claimed")
         except _Refusal as exc:
             refusal = exc
@@ -365,9 +410,9 @@ async def evidence(request: Request) -> Response:
     if grant is None:
         issuer = authority.current_issuer(tenant_id, now=now, request_id=request.state.request_id)
         grant = _grant(request, claims, tenant_id, issuer, now)
-        with storage.write_transaction() as connection:
+        with hot_transaction(storage.engine) as transaction:
             recorded = _record(
-                connection,
+                transaction,
                 claims,
                 now,
                 code=None,

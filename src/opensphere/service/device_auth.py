@@ -125,20 +125,26 @@ class DeviceContext:
     request_id: str
 
 
-def device_context(
-    request: Request, session: Annotated[Session, Depends(db_session)]
-) -> DeviceContext:
-    now = request.app.state.clock.now()
+def request_credential(request: Request, now: dt.datetime) -> DeviceCredential:
+    """The claims of the request's device credential; refuses the device if there is none."""
     request_id = request.state.request_id
     header = request.headers.get("authorization", "")
     if header[: len(_SCHEME)].lower() != _SCHEME:
         refuse_device(request_id, "no 'Authorization: Device <credential>' header")
     try:
-        credential = verify_credential(
+        return verify_credential(
             header[len(_SCHEME) :].strip(), request.app.state.credential_public_key, now=now
         )
     except CredentialError as exc:
         refuse_device(request_id, f"bad device credential: {exc}")
+
+
+def device_context(
+    request: Request, session: Annotated[Session, Depends(db_session)]
+) -> DeviceContext:
+    now = request.app.state.clock.now()
+    request_id = request.state.request_id
+    credential = request_credential(request, now)
     device = session.scalar(select(Device).where(Device.device_id == credential.device_id))
     if device is None or device.tenant_id != credential.tenant_id:
         refuse_device(request_id, f"device {credential.device_id[:16]}… is not claimed")

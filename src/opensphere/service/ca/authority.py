@@ -41,6 +41,8 @@ _TENANT_CA = TenantCa.__table__
 
 
 CACHE_TTL = dt.timedelta(seconds=60)
+CONCURRENT_CREATION = dt.timedelta(seconds=5)
+"""How far after a request's `now` a CA that a concurrent request created still counts."""
 
 
 class NoActiveCaError(Exception):
@@ -129,6 +131,15 @@ class CertificateAuthority:
         """The tenant's signing CA, creating the first CA or a successor when due."""
         cas = self.tenant_cas(tenant_id, now=now, request_id=request_id)
         active = active_view(cas, now)
+        if active is None:
+            # A concurrent request (here or in another service process) read its clock a
+            # moment after ours and created the first CA, active from then: it is ours too.
+            soon = [
+                ca.record.active_from
+                for ca in cas
+                if now < ca.record.active_from <= now + CONCURRENT_CREATION
+            ]
+            active = active_view(cas, min(soon)) if soon else None
         if active is None:
             raise NoActiveCaError(f"tenant {tenant_id} has no active CA")
         root = self.root(now=now)

@@ -24,13 +24,13 @@ from opensphere.formats.error_events import MAX_BATCH_BYTES, MAX_EVENTS_PER_BATC
 from opensphere.formats.errors import FormatError
 from opensphere.service.bodies import read_body
 from opensphere.service.deps import Context
-from opensphere.service.device_auth import DeviceCaller, refuse_device
+from opensphere.service.device_auth import DeviceCaller, refuse_device, request_credential
 from opensphere.service.error_reports.core import (
     ReportRow,
     daily_trend,
     to_csv,
 )
-from opensphere.service.error_reports.ingest import report_columns, store_batch
+from opensphere.service.error_reports.ingest import find_reporter, report_columns, store_batch
 from opensphere.service.error_reports.models import (
     DEFAULT_DUMP_RETENTION_DAYS,
     DEFAULT_EVENT_RETENTION_DAYS,
@@ -84,6 +84,7 @@ def _group_allows_dumps(caller: Any) -> bool:
 
 @device_router.post(
     "/error-reports",
+    response_model=wire.IngestAnswer,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -91,28 +92,43 @@ def _group_allows_dumps(caller: Any) -> bool:
         }
     },
 )
-async def upload_error_events(request: Request, caller: DeviceCaller) -> wire.IngestAnswer:
-    """Store a batch of the device's events; retries are stored once; bad events are named."""
+async def upload_error_events(request: Request) -> Response:
+    """Store a batch of the device's events; retries are stored once; bad events are named.
+
+    A device hot path (`HotPathMiddleware`): the checks come in a `DeviceCaller`'s order
+    (credential, registration, then the batch), the registration read in the batch's own
+    write transaction.
+    """
+    state = request.app.state
+    now = state.clock.now()
+    request_id = request.state.request_id
+    credential = request_credential(request, now)
     body = await read_body(request, MAX_BATCH_BYTES)
-    if body is None:
-        raise PayloadTooLargeError(
-            f"a batch may be at most {MAX_BATCH_BYTES} bytes; send fewer events per batch",
-            code="batch_too_large",
-        )
-    try:
-        batch = parse_batch(body)
-    except FormatError as exc:
-        raise InvalidRequestError(str(exc), code="invalid_batch") from exc
-    if batch.device_id != caller.device.device_id:
-        refuse_device(
-            caller.request_id,
-            f"device {caller.device.device_id[:16]}… sent events of {batch.device_id[:16]}…",
-        )
-    result = store_batch(caller.session, device=caller.device, batch=batch, received_at=caller.now)
-    caller.session.commit()
-    return wire.IngestAnswer(
+    with state.storage.write_transaction() as connection:
+        device = find_reporter(connection, credential.device_id)
+        if device is None or device.tenant_id != credential.tenant_id:
+            refuse_device(request_id, f"device {credential.device_id[:16]}… is not claimed")
+        if not device.enabled:
+            refuse_device(request_id, f"device {credential.device_id[:16]}… is disabled")
+        if body is None:
+            raise PayloadTooLargeError(
+                f"a batch may be at most {MAX_BATCH_BYTES} bytes; send fewer events per batch",
+                code="batch_too_large",
+            )
+        try:
+            batch = parse_batch(body)
+        except FormatError as exc:
+            raise InvalidRequestError(str(exc), code="invalid_batch") from exc
+        if batch.device_id != device.device_id:
+            refuse_device(
+                request_id,
+                f"device {device.device_id[:16]}… sent events of {batch.device_id[:16]}…",
+            )
+        result = store_batch(connection, device=device, batch=batch, received_at=now)
+    answer = wire.IngestAnswer(
         stored=result.stored, duplicates=result.duplicates, rejected=result.rejected
     )
+    return Response(answer.__pydantic_serializer__.to_json(answer), media_type="application/json")
 
 
 @device_router.post(

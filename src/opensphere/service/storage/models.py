@@ -176,6 +176,23 @@ class Device(Base):
     certificate_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
+class DeviceTally(Base):
+    """How many devices of a group (nil UUID: none) have one value of one attribute.
+
+    Kept exact by triggers on `devices` (migration 0006), so counts read a few rows instead
+    of scanning the registry; `dimension` is enabled ('1'/'0'), os_version or attestation
+    (last result), `value` '' for none.
+    """
+
+    __tablename__ = "device_tallies"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    device_group_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
 class AttestationNonce(Base):
     """A single-use challenge, bound to one device; deleted when used or swept when expired."""
 
@@ -354,6 +371,20 @@ class DeviceUpdateStatus(Base):
     reported_at: Mapped[timestamp]
 
 
+class UpdateStateTally(Base):
+    """How many devices last reported `state` for a deployment (nil UUID: none), per tenant.
+
+    Kept exact by triggers on `device_update_status` (migration 0006).
+    """
+
+    __tablename__ = "update_state_tallies"
+
+    deployment_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
 class TufRepository(Base):
     """A tenant's TUF repository: which stored files make up its current state.
 
@@ -380,3 +411,54 @@ class TufFile(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[timestamp]
+
+
+class TpmManufacturerCa(Base):
+    """A TPM manufacturer (EK) CA the operator trusts: TPMs whose EK certificate chains to it."""
+
+    __tablename__ = "tpm_manufacturer_cas"
+
+    id: Mapped[uuid_pk]
+    name: Mapped[name_str]
+    name_key: Mapped[name_key_str] = mapped_column(unique=True)
+    thumbprint: Mapped[str] = mapped_column(String(64), unique=True)
+    subject: Mapped[str] = mapped_column(String(512))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[timestamp]
+    not_after: Mapped[timestamp]
+    created_at: Mapped[timestamp]
+
+
+class TpmActivation(Base):
+    """A pending credential activation: the secret sealed to one TPM's (EK, AK name) pair.
+
+    Single use and short-lived; only a SHA-256 of the secret is kept.
+    """
+
+    __tablename__ = "tpm_activations"
+    __table_args__ = (Index("ix_tpm_activations_expires_at", "expires_at"),)
+
+    id: Mapped[uuid_pk]
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    device_id: Mapped[str] = mapped_column(String(128))
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    ak_public: Mapped[bytes] = mapped_column(LargeBinary)
+    ek_certificate: Mapped[bytes] = mapped_column(LargeBinary)
+    manufacturer_ca_thumbprint: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[timestamp]
+
+
+class TpmDevice(Base):
+    """A claimed TPM device: its AK bound to its EK, and the TPM counters last attested."""
+
+    __tablename__ = "tpm_devices"
+
+    device_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("devices.device_id"), primary_key=True
+    )
+    ak_public: Mapped[bytes] = mapped_column(LargeBinary)
+    ek_certificate: Mapped[bytes] = mapped_column(LargeBinary)
+    clock: Mapped[int | None] = mapped_column(BigInteger)
+    reset_count: Mapped[int | None] = mapped_column(BigInteger)
+    restart_count: Mapped[int | None] = mapped_column(BigInteger)
+    boot_event: Mapped[bytes | None] = mapped_column(LargeBinary(32))

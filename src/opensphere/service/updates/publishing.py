@@ -36,6 +36,7 @@ from opensphere.service.storage.models import (
     OsRelease,
     OsReleaseImage,
     TufRepository,
+    UpdateStateTally,
 )
 from opensphere.service.updates.tuf_store import lock_repository, save
 from opensphere.updates.repository import Channel, ImageTarget, publish_targets, remove_channel
@@ -170,13 +171,14 @@ def unpublish_group(session: Session, keys: KeyStore, group: DeviceGroup, now: d
 
 
 def status_counts(session: Session, deployment_id: uuid.UUID) -> dict[schemas.UpdateState, int]:
-    """Devices per reported state for a deployment: one GROUP BY over the status index."""
+    """Devices per reported state for a deployment, from the tallies triggers keep (migration
+    0006): a few rows however many devices report, and exact within this transaction."""
     rows = session.execute(
-        select(DeviceUpdateStatus.state, func.count())
-        .where(DeviceUpdateStatus.deployment_id == deployment_id)
-        .group_by(DeviceUpdateStatus.state)
+        select(UpdateStateTally.state, func.sum(UpdateStateTally.count))
+        .where(UpdateStateTally.deployment_id == deployment_id, UpdateStateTally.count != 0)
+        .group_by(UpdateStateTally.state)
     )
-    return {schemas.UpdateState(state): count for state, count in rows}
+    return {schemas.UpdateState(state): int(count) for state, count in rows}
 
 
 def deployment_out(

@@ -2,14 +2,15 @@
 
 `GET /v1/device/tuf/{tenant}/metadata/{name}` and `/targets/{path}` are what python-tuf's
 ngclient fetches (consistent snapshots, see `opensphere.updates.static`). Every device checks
-for updates regularly and almost always finds nothing new, so the check is cheap: these run in
-`HotPathMiddleware` (no router, no dependency solver), verify the device credential once per
-credential (the signature is cached until the credential expires) and the device's registry
-entry at most once a second per process (this process forgets it at once when it changes it,
-so a disabled device is refused within a second anywhere), and answer from an in-process cache of
-the latest metadata bytes per tenant. Versioned names never change, so they are cached for
-good and sent with `immutable`; `timestamp.json` is re-read from the database at most once a
-second per process (`HEAD_TTL`), carries an ETag, and answers 304 to `If-None-Match`.
+for updates regularly and almost always finds nothing new, so the check is cheap: `TufServer`
+answers them in front of FastAPI's whole stack (`ServiceApp.front`), verifies the device
+credential once per credential (the signature is cached until the credential expires) and the
+device's registry entry at most once a second per process (this process forgets it at once
+when it changes it, so a disabled device is refused within a second anywhere), and answers from
+an in-process cache of the latest metadata bytes per tenant. Versioned names never change, so
+they are cached for good and sent with `immutable`; `timestamp.json` is re-read from the
+database at most once a second per process (`HEAD_TTL`), carries an ETag, and answers 304 to
+`If-None-Match`.
 
 A read also keeps the repository fresh: when the earliest online role enters its re-signing
 margin (`refresh_due_at`), the read re-signs it (`refresh_expiring`) before answering.
@@ -31,13 +32,16 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, cast
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import Table, bindparam, exists, select, union_all
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from opensphere.api import schemas
 from opensphere.formats.image_package import key_thumbprint
+from opensphere.service.clock import Clock
 from opensphere.service.device_auth import (
     CredentialError,
     DeviceCaller,
@@ -46,6 +50,7 @@ from opensphere.service.device_auth import (
     verify_credential,
 )
 from opensphere.service.errors import NotFoundError
+from opensphere.service.keystore import KeyStore
 from opensphere.service.storage.db import Storage
 from opensphere.service.storage.models import (
     Device,
@@ -71,7 +76,7 @@ _JSON: Final = "application/json"
 _CHUNK: Final = 1 << 16
 _MAX_CREDENTIALS: Final = 65_536
 _MAX_FILES: Final = 4096
-_SCHEME: Final = "device "
+_SCHEME: Final = b"device "
 _RANGE: Final = re.compile(r"bytes=(\d+)-")
 _TARGET: Final = re.compile(r"[a-z]+/[A-Za-z0-9-]+/([0-9a-f]{64})\.[A-Za-z0-9._-]+")
 
@@ -107,20 +112,65 @@ _BLOB_OWNED = select(
 class _Head:
     generation: int
     timestamp: bytes
-    etag: str
+    etag: bytes
     refresh_due_at: dt.datetime
     checked_at: float
+    changed: list[tuple[bytes, bytes]]  # header lines of the 200, encoded once per head
+    unchanged: list[tuple[bytes, bytes]]  # and of the 304
 
 
-class TufCache:
-    """The latest metadata per tenant in this process; other processes' changes show within
-    `HEAD_TTL`, this process's at once (`invalidate`)."""
+def _new_head(generation: int, timestamp: bytes, refresh_due_at: dt.datetime) -> _Head:
+    etag = f'"{hashlib.sha256(timestamp).hexdigest()[:32]}"'.encode()
+    unchanged = [(b"etag", etag), (b"cache-control", SHORT_LIVED.encode())]
+    changed = [
+        (b"content-length", str(len(timestamp)).encode()),
+        (b"content-type", _JSON.encode()),
+        *unchanged,
+    ]
+    return _Head(generation, timestamp, etag, refresh_due_at, time.monotonic(), changed, unchanged)
 
-    def __init__(self) -> None:
+
+class _Prepared(Response):
+    """A response whose header lines were encoded once, not on every request.
+
+    `Response.__init__` would encode the same few headers again for every update check;
+    this sets what `Response.__call__` sends and copies the lines, so the caller may add one.
+    """
+
+    def __init__(self, status_code: int, body: bytes, raw_headers: list[tuple[bytes, bytes]]):
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = list(raw_headers)
+
+
+class TufServer:
+    """Answers devices' TUF requests from the latest metadata per tenant in this process.
+
+    Other processes' changes show within `HEAD_TTL`, this process's at once (`invalidate`,
+    `forget_device`). It holds what the hot path needs (storage, keys, clock, the credential
+    key) itself: each look-up in Starlette's `app.state` is a Python `__getattr__`.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        keys: KeyStore,
+        blobs: BlobStore,
+        clock: Clock,
+        credential_public_key: ec.EllipticCurvePublicKey,
+    ) -> None:
+        self.storage = storage
+        self.keys = keys
+        self.blobs = blobs
+        self.clock = clock
+        self.credential_public_key = credential_public_key
         self._heads: dict[uuid.UUID, _Head] = {}
         self._files: OrderedDict[tuple[uuid.UUID, str], bytes] = OrderedDict()
-        self._credentials: dict[str, DeviceCredential] = {}
+        self._credentials: dict[bytes, DeviceCredential] = {}
         self._registry: dict[str, tuple[uuid.UUID, bool, float]] = {}
+        self._tenant_ids: dict[str, uuid.UUID] = {}
 
     def invalidate(self, tenant_id: uuid.UUID) -> None:
         self._heads.pop(tenant_id, None)
@@ -129,12 +179,86 @@ class TufCache:
         """The device's registration changed (disabled, moved): read it again next time."""
         self._registry.pop(device_id, None)
 
-    def registration(self, storage: Storage, device_id: str) -> tuple[uuid.UUID, bool] | None:
+    async def serve(self, request: Request) -> Response:
+        """`{TUF_PREFIX}{tenant}/metadata/{name}` and `{TUF_PREFIX}{tenant}/targets/{path}`."""
+        scope = request.scope
+        tenant_text, _, rest = scope["path"][len(TUF_PREFIX) :].partition("/")
+        kind, _, name = rest.partition("/")
+        tenant_id = self._tenant_id(tenant_text)
+        if tenant_id is None:
+            raise _not_found("such tenant")
+        now = self.clock.now()
+        if self._device_tenant(scope, now) != tenant_id:
+            refuse_device(scope["state"]["request_id"], f"the device is not in tenant {tenant_id}")
+        if kind == "metadata" and name == TIMESTAMP_NAME:
+            return await self._timestamp(scope, tenant_id, now)
+        if kind == "metadata":
+            data = self._file(tenant_id, name)
+            if data is None:
+                raise _not_found(f"metadata file {name!r}")
+            return Response(data, media_type=_JSON, headers={"Cache-Control": IMMUTABLE})
+        if kind == "targets" and name.endswith("." + MANIFEST_NAME):
+            data = self._file(tenant_id, f"targets/{name}")
+            if data is None:
+                raise _not_found(f"target {name!r}")
+            return Response(data, media_type=_JSON, headers={"Cache-Control": IMMUTABLE})
+        if kind == "targets":
+            return self._target(tenant_id, name, _header(scope, b"range").decode("latin-1"))
+        raise _not_found(f"{kind!r}")
+
+    def _tenant_id(self, text: str) -> uuid.UUID | None:
+        """The tenant ID in a request path (parsing a UUID costs more than the dict)."""
+        tenant_id = self._tenant_ids.get(text)
+        if tenant_id is None:
+            try:
+                tenant_id = uuid.UUID(text)
+            except ValueError:
+                return None
+            if len(self._tenant_ids) >= _MAX_CREDENTIALS:
+                self._tenant_ids.clear()
+            self._tenant_ids[text] = tenant_id
+        return tenant_id
+
+    def _device_tenant(self, scope: Scope, now: dt.datetime) -> uuid.UUID:
+        """The calling device's tenant, if its credential is good and the device is enabled."""
+        try:
+            claims = self._credential(_header(scope, b"authorization"), now)
+        except CredentialError as exc:
+            refuse_device(scope["state"]["request_id"], f"bad device credential: {exc}")
+        registered = self._registration(claims.device_id)
+        if registered is None or registered[0] != claims.tenant_id:
+            refuse_device(
+                scope["state"]["request_id"], f"device {claims.device_id[:16]}… is not claimed"
+            )
+        if not registered[1]:
+            refuse_device(
+                scope["state"]["request_id"], f"device {claims.device_id[:16]}… is disabled"
+            )
+        return claims.tenant_id
+
+    def _credential(self, header: bytes, now: dt.datetime) -> DeviceCredential:
+        """The claims of an `Authorization` header's credential; its signature is checked on
+        first sight only. Raises `CredentialError`."""
+        claims = self._credentials.get(header)
+        if claims is None:
+            if header[: len(_SCHEME)].lower() != _SCHEME:
+                raise CredentialError("no 'Authorization: Device <credential>' header")
+            presented = header[len(_SCHEME) :].decode("latin-1").strip()
+            claims = verify_credential(presented, self.credential_public_key, now=now)
+            if len(self._credentials) >= _MAX_CREDENTIALS:
+                self._credentials.clear()
+            self._credentials[header] = claims
+        elif claims.expires_at <= now:
+            del self._credentials[header]
+            raise CredentialError(f"the credential expired at {claims.expires_at}")
+        return claims
+
+    def _registration(self, device_id: str) -> tuple[uuid.UUID, bool] | None:
         """(tenant, enabled) of a claimed device, re-read at most every `HEAD_TTL`."""
         cached = self._registry.get(device_id)
         if cached is not None and time.monotonic() - cached[2] < HEAD_TTL:
             return cached[0], cached[1]
-        with storage.engine.connect() as connection:
+        with self.storage.engine.connect() as connection:
             row = connection.execute(_REGISTRY, {"p_device_id": device_id}).first()
         if row is None:
             return None
@@ -143,31 +267,23 @@ class TufCache:
         self._registry[device_id] = (row.tenant_id, row.enabled, time.monotonic())
         return row.tenant_id, row.enabled
 
-    def credential(self, presented: str, request: Request, now: dt.datetime) -> DeviceCredential:
-        """The credential's claims; its signature is checked on first sight only."""
-        claims = self._credentials.get(presented)
-        if claims is None:
-            try:
-                claims = verify_credential(
-                    presented, request.app.state.credential_public_key, now=now
-                )
-            except CredentialError as exc:
-                refuse_device(request.state.request_id, f"bad device credential: {exc}")
-            if len(self._credentials) >= _MAX_CREDENTIALS:
-                self._credentials.clear()
-            self._credentials[presented] = claims
-        elif claims.expires_at <= now:
-            del self._credentials[presented]
-            refuse_device(
-                request.state.request_id, f"the credential expired at {claims.expires_at}"
-            )
-        return claims
+    async def _timestamp(self, scope: Scope, tenant_id: uuid.UUID, now: dt.datetime) -> Response:
+        head = self._head(tenant_id)
+        if head is None:
+            raise _not_found("repository for this tenant yet; ask /v1/device/trust first")
+        if now >= head.refresh_due_at:
+            await run_in_threadpool(self._refresh, tenant_id, now)
+            head = self._head(tenant_id)
+            assert head is not None
+        if _header(scope, b"if-none-match") == head.etag:
+            return _Prepared(304, b"", head.unchanged)
+        return _Prepared(200, head.timestamp, head.changed)
 
-    def head(self, storage: Storage, tenant_id: uuid.UUID) -> _Head | None:
+    def _head(self, tenant_id: uuid.UUID) -> _Head | None:
         cached = self._heads.get(tenant_id)
         if cached is not None and time.monotonic() - cached.checked_at < HEAD_TTL:
             return cached
-        with storage.engine.connect() as connection:
+        with self.storage.engine.connect() as connection:
             row = connection.execute(_HEAD, {"p_tenant_id": tenant_id}).first()
             if row is None:
                 return None
@@ -177,24 +293,28 @@ class TufCache:
                 timestamp = connection.execute(
                     _FILE, {"p_tenant_id": tenant_id, "p_name": row.head["timestamp"]}
                 ).scalar_one()
-        head = _Head(
-            generation=row.generation,
-            timestamp=timestamp,
-            etag=f'"{hashlib.sha256(timestamp).hexdigest()[:32]}"',
-            refresh_due_at=row.refresh_due_at,
-            checked_at=time.monotonic(),
-        )
+        head = _new_head(row.generation, timestamp, row.refresh_due_at)
         self._heads[tenant_id] = head
         return head
 
-    def file(self, storage: Storage, tenant_id: uuid.UUID, name: str) -> bytes | None:
+    def _refresh(self, tenant_id: uuid.UUID, now: dt.datetime) -> None:
+        """Re-sign whatever nears expiry (in its own write transaction), forget the head."""
+        with self.storage.write_session() as session:
+            locked = lock_repository(session, self.keys, tenant_id, now)
+            save(
+                session, locked, refresh_expiring(locked.state, online=locked.online, now=now), now
+            )
+            session.commit()
+        self.invalidate(tenant_id)
+
+    def _file(self, tenant_id: uuid.UUID, name: str) -> bytes | None:
         """An immutable file (versioned metadata or a manifest), cached once read."""
         key = (tenant_id, name)
         data = self._files.get(key)
         if data is not None:
             self._files.move_to_end(key)
             return data
-        with storage.engine.connect() as connection:
+        with self.storage.engine.connect() as connection:
             data = connection.execute(_FILE, {"p_tenant_id": tenant_id, "p_name": name}).scalar()
         if data is not None:
             self._files[key] = data
@@ -202,112 +322,47 @@ class TufCache:
                 self._files.popitem(last=False)
         return data
 
+    def _target(self, tenant_id: uuid.UUID, path: str, range_header: str) -> Response:
+        """An image, by the hash in its name, if it is this tenant's or an OS image."""
+        match = _TARGET.fullmatch(path)
+        if match is None:
+            raise _not_found(f"target {path!r}")
+        sha256 = match.group(1)
+        with self.storage.engine.connect() as connection:
+            owned = connection.execute(
+                _BLOB_OWNED, {"p_tenant_id": tenant_id, "p_sha256": sha256}
+            ).scalar()
+        if not owned:
+            raise _not_found(f"target {path!r}")
+        blob = self.blobs.open(sha256)
+        length = blob.seek(0, 2)
+        start = 0
+        wanted = _RANGE.fullmatch(range_header)
+        if wanted is not None and int(wanted.group(1)) < length:
+            start = int(wanted.group(1))
+        blob.seek(start)
+        headers = {"Cache-Control": IMMUTABLE, "Content-Length": str(length - start)}
+        headers["Accept-Ranges"] = "bytes"
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{length - 1}/{length}"
+        return StreamingResponse(
+            _chunks(blob),
+            status_code=206 if start else 200,
+            media_type=PACKAGE_MEDIA_TYPE,
+            headers=headers,
+        )
+
 
 def _not_found(what: str) -> NotFoundError:
     return NotFoundError(f"there is no {what} in this repository", code="not_found")
 
 
-def _device_tenant(request: Request, now: dt.datetime) -> uuid.UUID:
-    """The calling device's tenant, if its credential is good and the device is enabled."""
-    header = request.headers.get("authorization", "")
-    request_id = request.state.request_id
-    if header[: len(_SCHEME)].lower() != _SCHEME:
-        refuse_device(request_id, "no 'Authorization: Device <credential>' header")
-    cache: TufCache = request.app.state.tuf
-    claims = cache.credential(header[len(_SCHEME) :].strip(), request, now)
-    registered = cache.registration(request.app.state.storage, claims.device_id)
-    if registered is None or registered[0] != claims.tenant_id:
-        refuse_device(request_id, f"device {claims.device_id[:16]}… is not claimed")
-    if not registered[1]:
-        refuse_device(request_id, f"device {claims.device_id[:16]}… is disabled")
-    return claims.tenant_id
-
-
-async def serve_tuf(request: Request) -> Response:
-    """`/v1/device/tuf/{tenant}/metadata/{name}` and `/v1/device/tuf/{tenant}/targets/{path}`."""
-    tenant_text, _, rest = request.scope["path"][len(TUF_PREFIX) :].partition("/")
-    kind, _, name = rest.partition("/")
-    try:
-        tenant_id = uuid.UUID(tenant_text)
-    except ValueError:
-        raise _not_found("such tenant") from None
-    state = request.app.state
-    now: dt.datetime = state.clock.now()
-    if _device_tenant(request, now) != tenant_id:
-        refuse_device(request.state.request_id, f"the device is not in tenant {tenant_id}")
-    if kind == "metadata" and name == TIMESTAMP_NAME:
-        return await _timestamp(request, tenant_id, now)
-    if kind == "metadata":
-        data = state.tuf.file(state.storage, tenant_id, name)
-        if data is None:
-            raise _not_found(f"metadata file {name!r}")
-        return Response(data, media_type=_JSON, headers={"Cache-Control": IMMUTABLE})
-    if kind == "targets" and name.endswith("." + MANIFEST_NAME):
-        data = state.tuf.file(state.storage, tenant_id, f"targets/{name}")
-        if data is None:
-            raise _not_found(f"target {name!r}")
-        return Response(data, media_type=_JSON, headers={"Cache-Control": IMMUTABLE})
-    if kind == "targets":
-        return _target(request, tenant_id, name)
-    raise _not_found(f"{kind!r}")
-
-
-async def _timestamp(request: Request, tenant_id: uuid.UUID, now: dt.datetime) -> Response:
-    state = request.app.state
-    cache: TufCache = state.tuf
-    head = cache.head(state.storage, tenant_id)
-    if head is None:
-        raise _not_found("repository for this tenant yet; ask /v1/device/trust first")
-    if now >= head.refresh_due_at:
-        await run_in_threadpool(refresh_repository, request, tenant_id, now)
-        head = cache.head(state.storage, tenant_id)
-        assert head is not None
-    headers = {"ETag": head.etag, "Cache-Control": SHORT_LIVED}
-    if request.headers.get("if-none-match") == head.etag:
-        return Response(status_code=304, headers=headers)
-    return Response(head.timestamp, media_type=_JSON, headers=headers)
-
-
-def refresh_repository(request: Request, tenant_id: uuid.UUID, now: dt.datetime) -> None:
-    """Re-sign whatever nears expiry (in its own write transaction) and forget the cached head."""
-    with request.app.state.storage.write_session() as session:
-        locked = lock_repository(session, request.app.state.keys, tenant_id, now)
-        save(session, locked, refresh_expiring(locked.state, online=locked.online, now=now), now)
-        session.commit()
-    request.app.state.tuf.invalidate(tenant_id)
-
-
-def _target(request: Request, tenant_id: uuid.UUID, path: str) -> Response:
-    """An image, by the hash in its name, if it is this tenant's or an OS image."""
-    match = _TARGET.fullmatch(path)
-    if match is None:
-        raise _not_found(f"target {path!r}")
-    sha256 = match.group(1)
-    storage: Storage = request.app.state.storage
-    with storage.engine.connect() as connection:
-        owned = connection.execute(
-            _BLOB_OWNED, {"p_tenant_id": tenant_id, "p_sha256": sha256}
-        ).scalar()
-    if not owned:
-        raise _not_found(f"target {path!r}")
-    blobs: BlobStore = request.app.state.blobs
-    blob = blobs.open(sha256)
-    length = blob.seek(0, 2)
-    start = 0
-    wanted = _RANGE.fullmatch(request.headers.get("range", ""))
-    if wanted is not None and int(wanted.group(1)) < length:
-        start = int(wanted.group(1))
-    blob.seek(start)
-    headers = {"Cache-Control": IMMUTABLE, "Content-Length": str(length - start)}
-    headers["Accept-Ranges"] = "bytes"
-    if start:
-        headers["Content-Range"] = f"bytes {start}-{length - 1}/{length}"
-    return StreamingResponse(
-        _chunks(blob),
-        status_code=206 if start else 200,
-        media_type=PACKAGE_MEDIA_TYPE,
-        headers=headers,
-    )
+def _header(scope: Scope, name: bytes) -> bytes:
+    """The first value of a request header (names arrive lower-case in ASGI)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return b""
 
 
 def _chunks(blob: BinaryIO) -> Iterator[bytes]:
@@ -325,7 +380,7 @@ _METADATA_DOC: Final[dict[int | str, dict[str, Any]]] = {
 @router.get("/tuf/{tenant_id}/metadata/{name}", response_class=Response, responses=_METADATA_DOC)
 async def tuf_metadata(tenant_id: uuid.UUID, name: str, request: Request) -> Response:
     """TUF metadata for the device's tenant (device credential); served on the hot path."""
-    return await serve_tuf(request)
+    return await request.app.state.tuf.serve(request)  # type: ignore[no-any-return]
 
 
 @router.get(
@@ -335,7 +390,7 @@ async def tuf_metadata(tenant_id: uuid.UUID, name: str, request: Request) -> Res
 )
 async def tuf_target(tenant_id: uuid.UUID, target_path: str, request: Request) -> Response:
     """A TUF target (image or manifest) named by its hash (device credential); hot path."""
-    return await serve_tuf(request)
+    return await request.app.state.tuf.serve(request)  # type: ignore[no-any-return]
 
 
 @router.get("/trust")

@@ -1,0 +1,77 @@
+"""Hot-path statements on a raw DBAPI connection store and return what Core would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import cast
+
+import pytest
+from sqlalchemy import Table, bindparam, delete, insert, select
+
+from opensphere.service.hot_statements import HotStatement, hot_transaction
+from opensphere.service.storage.db import Storage
+from opensphere.service.storage.models import AttestationNonce, Tenant
+
+NONCES = cast(Table, AttestationNonce.__table__)
+STORE = HotStatement(
+    insert(NONCES).values(
+        nonce=bindparam("p_nonce"),
+        device_id=bindparam("p_device_id"),
+        tenant_id=bindparam("p_tenant_id"),
+        expires_at=bindparam("p_expires_at"),
+    )
+)
+TAKE = HotStatement(
+    delete(NONCES)
+    .where(NONCES.c.nonce == bindparam("p_nonce"))
+    .returning(NONCES.c.device_id, NONCES.c.tenant_id, NONCES.c.expires_at)
+)
+
+
+@pytest.fixture
+def tenant_id(storage: Storage) -> uuid.UUID:
+    tenant = uuid.uuid4()
+    now = dt.datetime.now(dt.UTC)
+    with storage.engine.begin() as connection:
+        connection.execute(
+            insert(Tenant).values(
+                id=tenant, name="t", name_key=tenant.hex, created_at=now, updated_at=now
+            )
+        )
+    return tenant
+
+
+def test_values_round_trip_with_their_column_types(storage: Storage, tenant_id: uuid.UUID) -> None:
+    expires_at = dt.datetime(2030, 1, 2, 3, 4, 5, 678_000, tzinfo=dt.UTC)
+    values = {"p_nonce": b"n" * 32, "p_device_id": "ab" * 64, "p_tenant_id": tenant_id}
+    with hot_transaction(storage.engine) as transaction:
+        stored = transaction.execute(STORE, {**values, "p_expires_at": expires_at})
+    assert stored.rowcount == 1
+    with storage.engine.connect() as connection:
+        row = connection.execute(select(NONCES)).one()
+    assert (row.device_id, row.tenant_id, row.expires_at) == ("ab" * 64, tenant_id, expires_at)
+    with hot_transaction(storage.engine) as transaction:
+        taken = transaction.execute(TAKE, {"p_nonce": b"n" * 32}).rows
+        again = transaction.execute(TAKE, {"p_nonce": b"n" * 32}).rows
+    assert taken == [("ab" * 64, tenant_id, expires_at)]
+    assert again == []
+
+
+def test_a_raising_block_rolls_back(storage: Storage, tenant_id: uuid.UUID) -> None:
+    values = {
+        "p_nonce": b"m" * 32,
+        "p_device_id": "cd" * 64,
+        "p_tenant_id": tenant_id,
+        "p_expires_at": dt.datetime.now(dt.UTC),
+    }
+
+    def refuse_after_storing() -> None:
+        with hot_transaction(storage.engine) as transaction:
+            transaction.execute(STORE, values)
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        refuse_after_storing()
+    with storage.engine.connect() as connection:
+        assert connection.execute(select(NONCES)).all() == []
