@@ -2,9 +2,10 @@
 
 These two endpoints are the fleet's hot path (every device, daily and at boot), so they
 read and answer bytes directly and talk to the database through Core statements in one
-short transaction, run on the DBAPI connection (`hot_statements`), in `async` handlers: the
-work between awaits is a few hundred microseconds of crypto and indexed SQL, cheaper than a
-hop to the thread pool.
+short transaction, run on the DBAPI connection (`hot_statements`), in `async` handlers. The
+transactions run in the thread pool: on the event loop, waiting for SQLite's write lock
+would stall requests in worker threads that hold it and need the loop to finish (a deadlock
+until the busy timeout, found by the fleet simulator).
 
 The device authenticates by what it signs, not by a user token. Whatever the reason for a
 refusal, the device gets the same answer (403 `attestation_refused`); the reason is in the
@@ -28,6 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import LargeBinary, Table, bindparam, delete, insert, select, update
 from sqlalchemy.sql.elements import BindParameter
+from starlette.concurrency import run_in_threadpool
 
 from opensphere.api import schemas
 from opensphere.formats.device_id import parse_device_id, public_key_from_device_id
@@ -214,19 +216,27 @@ async def challenge(request: Request) -> Response:
     storage: Storage = state.storage
     nonce = secrets.token_bytes(NONCE_SIZE)
     expires_at = now + NONCE_TTL
-    with hot_transaction(storage.engine) as transaction:
-        if state.nonce_sweeper.due(now):
-            transaction.execute(_SWEEP_NONCES, {"p_now": now})
-        issued = transaction.execute(
-            _ISSUE_NONCE,
-            {"p_nonce": nonce, "p_expires_at": expires_at, "p_device_id": device_id},
-        ).rows
+
+    def issue() -> list[Any]:
+        with hot_transaction(storage.engine) as transaction:
+            if state.nonce_sweeper.due(now):
+                transaction.execute(_SWEEP_NONCES, {"p_now": now})
+            return list(
+                transaction.execute(
+                    _ISSUE_NONCE,
+                    {"p_nonce": nonce, "p_expires_at": expires_at, "p_device_id": device_id},
+                ).rows
+            )
+
+    issued = await run_in_threadpool(issue)
     tenant_id = issued[0][0] if issued else None
     if tenant_id is None:
         _refuse_challenge(request, storage, device_id)
     authority: CertificateAuthority = state.ca
     if authority.cached_issuer(tenant_id, now=now) is None:
-        authority.current_issuer(tenant_id, now=now, request_id=request.state.request_id)
+        await run_in_threadpool(
+            authority.current_issuer, tenant_id, now=now, request_id=request.state.request_id
+        )
     return _json(
         schemas.Challenge(
             nonce=base64.urlsafe_b64encode(nonce).rstrip(b"=").decode(), expires_at=expires_at
@@ -384,40 +394,48 @@ async def evidence(request: Request) -> Response:
     release, minimums = state.references.get(storage, claims.os_version, now)
     # A TPM host reports no fuses: its OS is pinned by the PCR reference values alone.
     verdict = _appraisal_code(claims, (release, minimums if tpm is None else {}))
-    refusal: _Refusal | None = None
-    grant: schemas.AttestationGrant | None = None
-    tenant_id: Any = None
-    with _write_transaction(storage, core=tpm is not None) as transaction:
-        try:
-            tenant_id = _consume_nonce(transaction, claims, now)
-            if tpm is not None:
-                _check_tpm(transaction, claims, now, tpm)
-            if verdict is not None:
-                _record(transaction, claims, now, code=verdict)
-                raise _Refusal(verdict, "the evidence does not match the registered references")
-            issuer = authority.cached_issuer(tenant_id, now=now)
-            if issuer is not None:
-                grant = _grant(request, claims, tenant_id, issuer, now)
-            expires_at = None if grant is None else grant.certificate_expires_at
-            if not _record(transaction, claims, now, code=None, certificate_expires_at=expires_at):
-                _record(transaction, claims, now, code="device_disabled")
-                raise _Refusal("device_disabled", "the device is disabled or was never claimed")
-        except _Refusal as exc:
-            refusal = exc
-            grant = None
+
+    def decide() -> tuple[Any, schemas.AttestationGrant | None, _Refusal | None]:
+        tenant_id: Any = None
+        with _write_transaction(storage, core=tpm is not None) as transaction:
+            try:
+                tenant_id = _consume_nonce(transaction, claims, now)
+                if tpm is not None:
+                    _check_tpm(transaction, claims, now, tpm)
+                if verdict is not None:
+                    _record(transaction, claims, now, code=verdict)
+                    raise _Refusal(verdict, "the evidence does not match the registered references")
+                grant = None
+                issuer = authority.cached_issuer(tenant_id, now=now)
+                if issuer is not None:
+                    grant = _grant(request, claims, tenant_id, issuer, now)
+                expires_at = None if grant is None else grant.certificate_expires_at
+                if not _record(
+                    transaction, claims, now, code=None, certificate_expires_at=expires_at
+                ):
+                    _record(transaction, claims, now, code="device_disabled")
+                    raise _Refusal("device_disabled", "the device is disabled or was never claimed")
+            except _Refusal as exc:
+                return tenant_id, None, exc
+        return tenant_id, grant, None
+
+    tenant_id, grant, refusal = await run_in_threadpool(decide)
     if refusal is not None:
         _refuse(request, claims.device_id, refusal.code, refusal.detail)
     if grant is None:
-        issuer = authority.current_issuer(tenant_id, now=now, request_id=request.state.request_id)
+        issuer = await run_in_threadpool(
+            authority.current_issuer, tenant_id, now=now, request_id=request.state.request_id
+        )
         grant = _grant(request, claims, tenant_id, issuer, now)
-        with hot_transaction(storage.engine) as transaction:
-            recorded = _record(
-                transaction,
-                claims,
-                now,
-                code=None,
-                certificate_expires_at=grant.certificate_expires_at,
-            )
+        expires_at = grant.certificate_expires_at
+
+        def record() -> int:
+            with hot_transaction(storage.engine) as transaction:
+                return _record(
+                    transaction, claims, now, code=None, certificate_expires_at=expires_at
+                )
+
+        recorded = await run_in_threadpool(record)
         if not recorded:
             _refuse(request, claims.device_id, "device_disabled", "disabled meanwhile")
     return _json(grant)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import Select, delete, func, select, tuple_
+from starlette.concurrency import run_in_threadpool
 
 from opensphere.api import error_reports as wire
 from opensphere.api.schemas import Page, Role
@@ -30,7 +31,12 @@ from opensphere.service.error_reports.core import (
     daily_trend,
     to_csv,
 )
-from opensphere.service.error_reports.ingest import find_reporter, report_columns, store_batch
+from opensphere.service.error_reports.ingest import (
+    IngestResult,
+    find_reporter,
+    report_columns,
+    store_batch,
+)
 from opensphere.service.error_reports.models import (
     DEFAULT_DUMP_RETENTION_DAYS,
     DEFAULT_EVENT_RETENTION_DAYS,
@@ -104,27 +110,34 @@ async def upload_error_events(request: Request) -> Response:
     request_id = request.state.request_id
     credential = request_credential(request, now)
     body = await read_body(request, MAX_BATCH_BYTES)
-    with state.storage.write_transaction() as connection:
-        device = find_reporter(connection, credential.device_id)
-        if device is None or device.tenant_id != credential.tenant_id:
-            refuse_device(request_id, f"device {credential.device_id[:16]}… is not claimed")
-        if not device.enabled:
-            refuse_device(request_id, f"device {credential.device_id[:16]}… is disabled")
-        if body is None:
-            raise PayloadTooLargeError(
-                f"a batch may be at most {MAX_BATCH_BYTES} bytes; send fewer events per batch",
-                code="batch_too_large",
-            )
-        try:
-            batch = parse_batch(body)
-        except FormatError as exc:
-            raise InvalidRequestError(str(exc), code="invalid_batch") from exc
-        if batch.device_id != device.device_id:
-            refuse_device(
-                request_id,
-                f"device {device.device_id[:16]}… sent events of {batch.device_id[:16]}…",
-            )
-        result = store_batch(connection, device=device, batch=batch, received_at=now)
+
+    def store() -> IngestResult:
+        # Off the event loop: waiting for SQLite's write lock must not stall the requests
+        # (in worker threads) that hold it and need the loop to finish.
+        with state.storage.write_transaction() as connection:
+            device = find_reporter(connection, credential.device_id)
+            if device is None or device.tenant_id != credential.tenant_id:
+                refuse_device(request_id, f"device {credential.device_id[:16]}… is not claimed")
+            if not device.enabled:
+                refuse_device(request_id, f"device {credential.device_id[:16]}… is disabled")
+            if body is None:
+                raise PayloadTooLargeError(
+                    f"a batch may be at most {MAX_BATCH_BYTES} bytes; send fewer events per batch",
+                    code="batch_too_large",
+                )
+            try:
+                batch = parse_batch(body)
+            except FormatError as exc:
+                raise InvalidRequestError(str(exc), code="invalid_batch") from exc
+            if batch.device_id != device.device_id:
+                refuse_device(
+                    request_id,
+                    f"device {device.device_id[:16]}… sent events of {batch.device_id[:16]}…",
+                )
+            result = store_batch(connection, device=device, batch=batch, received_at=now)
+        return result
+
+    result = await run_in_threadpool(store)
     answer = wire.IngestAnswer(
         stored=result.stored, duplicates=result.duplicates, rejected=result.rejected
     )
