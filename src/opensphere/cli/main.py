@@ -26,6 +26,7 @@ from opensphere.cli import (
     os_releases,
     products,
     server,
+    simulate,
     tenants,
     tpm,
     tuf,
@@ -79,6 +80,7 @@ app.add_typer(operator.operator_app, name="operator")
 app.add_typer(device_os.image_package_app, name="image-package")
 app.add_typer(apps.app_app, name="app")
 app.add_typer(agent.agent_app, name="agent")
+app.command("simulate")(simulate.simulate)
 
 
 def main() -> None:
