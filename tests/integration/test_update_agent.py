@@ -24,7 +24,7 @@ from conftest import Api, FixedClock
 from opensphere.client import Client
 from opensphere.device.emulator import Fleet, release_reference_values
 from opensphere.device.errors import ImageRefusedError
-from opensphere.device.flash import DeviceFlash
+from opensphere.device.flash import AppTrial, DeviceFlash
 from opensphere.device.host import DeviceHost, HostSettings
 from opensphere.device.install import install_app_trial
 from opensphere.device.packaging import package_application
@@ -467,3 +467,19 @@ def test_an_app_may_defer_an_update_but_not_beyond_24_hours(
         assert installed_app_versions(host) == ["2.0.0"]
     finally:
         host.shutdown()
+
+
+def test_power_cut_before_a_first_apps_image_landed_leaves_a_device_that_powers_on(
+    world: Tenancy, client: Client
+) -> None:
+    """Found by the fleet simulator: the trial record is written, the new app's image is not."""
+    host = new_host(world, client)
+    flash = DeviceFlash(host.folder)
+    flash.write_app_trial(AppTrial(had_previous={COMPONENT: False}))
+
+    boot = host.power_on()
+
+    assert boot.apps == ()
+    assert flash.read_app_trial() is None
+    assert not flash.app_image_file(COMPONENT).exists()
+    assert host.rot.counter(fuse_name(COMPONENT)) == 0
