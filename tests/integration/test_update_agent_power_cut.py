@@ -1,26 +1,24 @@
 """Power cuts during an update check: the agent killed at every durable step of download,
 staging, install, reboot and confirmation (attack list of the renewable-security issue).
 
-As in test_power_cut.py, the check runs in a forked child that SIGKILLs itself before its
-N-th file-system step (fsync, rename, replace, unlink, mkdir, rmdir), for N = 1, 2, … until
-the check completes. After each cut the parent checks the flash as the cut left it — no fuse
-above what the committed images carry — then powers the device on for real: it boots a
-verified image, and the next check brings it to the new OS release and app.
+As in test_power_cut.py (whose `_run_cut` it uses), a power-on and a check run in a forked
+child that SIGKILLs itself before its N-th file-system step (fsync, rename, replace, unlink,
+mkdir, rmdir), for N = 1, 2, … until the check completes. After each cut the parent checks
+the flash as the cut left it — no fuse above what the committed images carry — then powers
+the device on for real: it boots a verified image, and the next check brings it to the new
+OS release and app.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import sys
-import traceback
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from device_helpers import new_fleet
-from test_power_cut import _die_at_step
+from test_power_cut import _run_cut
 from test_update_agent import (
     COMPONENT,
     app_version,
@@ -64,30 +62,11 @@ def base_url(api: Api) -> Iterator[str]:
         yield url
 
 
-def _check_in_child(folder: Path, base_url: str, kill_at: int) -> bool:
-    """Power on a copy of the device and run one check, cut at step `kill_at`; True if cut."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            with Client(base_url) as client:
-                host = _host(folder, client)
-                host.power_on()
-                _die_at_step(kill_at)
-                host.check_for_updates()
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        assert os.WTERMSIG(status) == signal.SIGKILL
-        return True
-    assert os.WEXITSTATUS(status) == 0, "the check failed without being cut (see stderr)"
-    return False
+def _power_on_and_check(folder: Path, base_url: str) -> None:
+    with Client(base_url) as client:
+        host = _host(folder, client)
+        host.power_on()
+        host.check_for_updates()
 
 
 def _host(folder: Path, client: Client) -> DeviceHost:
@@ -131,7 +110,7 @@ def test_power_cut_at_every_step_of_an_update_leaves_a_bootable_device(
         while True:
             shutil.rmtree(work, ignore_errors=True)
             shutil.copytree(template.folder, work, symlinks=True)
-            if not _check_in_child(work, base_url, cuts + 1):
+            if not _run_cut(partial(_power_on_and_check, work, base_url), cuts + 1):
                 break
             cuts += 1
             _assert_no_fuse_above_committed_images(work)
