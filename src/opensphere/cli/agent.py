@@ -218,7 +218,15 @@ def _run_until_stopped(host: DeviceHost, folder: Path) -> None:
         signal.SIGINT: signal.signal(signal.SIGINT, _stop),
         signal.SIGUSR1: signal.signal(signal.SIGUSR1, _check_now),
     }
-    worker = threading.Thread(target=host.run, name="device-agent")
+    failures: list[BaseException] = []
+
+    def _run() -> None:
+        try:
+            host.run()
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failures.append(exc)
+
+    worker = threading.Thread(target=_run, name="device-agent")
     try:
         worker.start()
         while not stop.wait(0.2):
@@ -228,6 +236,8 @@ def _run_until_stopped(host: DeviceHost, folder: Path) -> None:
                 break
         host.stop()
         worker.join()
+        if failures:
+            raise failures[0]
     finally:
         (folder / PID_FILE).unlink(missing_ok=True)
         for signo, handler in previous.items():
