@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -155,7 +156,7 @@ def test_cli_errors_are_one_line_with_nonzero_exit(service: RunningService, sphe
 def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     from support.service import free_port
 
-    result = subprocess.run(
+    demo = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -166,11 +167,18 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
             "--port",
             str(free_port()),
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
-        timeout=840,
+        start_new_session=True,  # so that a timeout also stops its server and device agents
     )
+    try:
+        stdout, stderr = demo.communicate(timeout=840)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    result = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     for expected in (
         "Signed in to",
