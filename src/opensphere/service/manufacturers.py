@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -18,10 +19,11 @@ from sqlalchemy.orm import Session
 from opensphere.api import schemas
 from opensphere.service.auth.permissions import require_operator
 from opensphere.service.ca.core import thumbprint, to_pem
+from opensphere.service.context import AuditIntent, RequestContext
 from opensphere.service.deps import Context
 from opensphere.service.errors import ConflictError, InvalidRequestError, NotFoundError
 from opensphere.service.paging import DEFAULT_LIMIT, decode_continuation, make_page
-from opensphere.service.storage.models import ManufacturerCa
+from opensphere.service.storage.models import ManufacturerCa, TpmManufacturerCa
 from opensphere.service.tenants import Continuation, Limit
 
 router = APIRouter(prefix="/v1/manufacturer-cas", tags=["manufacturers"])
@@ -29,7 +31,7 @@ router = APIRouter(prefix="/v1/manufacturer-cas", tags=["manufacturers"])
 ManufacturerCaId = Annotated[uuid.UUID, Path(description="the manufacturer CA's GUID")]
 
 
-def _out(row: ManufacturerCa) -> schemas.ManufacturerCa:
+def trusted_ca_out(row: ManufacturerCa | TpmManufacturerCa) -> schemas.ManufacturerCa:
     return schemas.ManufacturerCa.model_validate(row, from_attributes=True)
 
 
@@ -86,46 +88,15 @@ def register_manufacturer_ca(
         "manufacturer_ca.register", target_type="manufacturer_ca", operator=True
     ) as change:
         certificate = parse_ca_certificate(body.certificate, now=context.now)
-        fingerprint = thumbprint(certificate)
-        taken = context.session.scalar(
-            select(ManufacturerCa.name).where(
-                (ManufacturerCa.name_key == body.name.casefold())
-                | (ManufacturerCa.thumbprint == fingerprint)
-            )
-        )
-        if taken is not None:
-            raise ConflictError(
-                f"this certificate or the name {body.name!r} is already registered",
-                code="name_conflict",
-            )
-        row = ManufacturerCa(
-            name=body.name,
-            name_key=body.name.casefold(),
-            thumbprint=fingerprint,
-            subject=certificate.subject.rfc4514_string()[:512],
-            certificate_pem=to_pem(certificate),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            created_at=context.now,
-        )
-        context.session.add(row)
-        context.session.flush()
-        change.target_id = str(row.id)
-        change.details = {"name": body.name, "thumbprint": fingerprint}
-    return _out(row)
+        row = add_trusted_ca(context, ManufacturerCa, body.name, certificate, change)
+    return trusted_ca_out(row)
 
 
 @router.get("")
 def list_manufacturer_cas(
     context: Context, limit: Limit = DEFAULT_LIMIT, continuation_token: Continuation = None
 ) -> schemas.Page[schemas.ManufacturerCa]:
-    require_operator(context.principal)
-    after = decode_continuation(continuation_token)
-    query = select(ManufacturerCa)
-    if after is not None:
-        query = query.where(ManufacturerCa.id > after)
-    rows = context.session.scalars(query.order_by(ManufacturerCa.id).limit(limit + 1)).all()
-    return make_page(rows, limit, key=lambda row: row.id, out=_out)
+    return trusted_ca_page(context, ManufacturerCa, limit, continuation_token)
 
 
 def _get(context: Context, ca_id: uuid.UUID) -> ManufacturerCa:
@@ -142,7 +113,7 @@ def show_manufacturer_ca(
     manufacturer_ca_id: ManufacturerCaId, context: Context
 ) -> schemas.ManufacturerCa:
     require_operator(context.principal)
-    return _out(_get(context, manufacturer_ca_id))
+    return trusted_ca_out(_get(context, manufacturer_ca_id))
 
 
 @router.delete("/{manufacturer_ca_id}")
@@ -157,7 +128,66 @@ def delete_manufacturer_ca(
         target_id=str(manufacturer_ca_id),
     ) as change:
         row = _get(context, manufacturer_ca_id)
-        result = _out(row)
+        result = trusted_ca_out(row)
         context.session.delete(row)
         change.details = {"name": row.name, "thumbprint": row.thumbprint}
     return result
+
+
+TrustedCaModel = type[ManufacturerCa] | type[TpmManufacturerCa]
+
+
+def add_trusted_ca(
+    context: RequestContext,
+    model: TrustedCaModel,
+    name: str,
+    certificate: x509.Certificate,
+    change: AuditIntent,
+) -> ManufacturerCa | TpmManufacturerCa:
+    """Register a CA the operator trusts (device or TPM manufacturer): names and
+    certificates are unique per kind; the audited change names what was added."""
+    fingerprint = thumbprint(certificate)
+    taken = context.session.scalar(
+        select(model.name).where(
+            (model.name_key == name.casefold()) | (model.thumbprint == fingerprint)
+        )
+    )
+    if taken is not None:
+        raise ConflictError(
+            f"this certificate or the name {name!r} is already registered",
+            code="name_conflict",
+        )
+    row = model(
+        name=name,
+        name_key=name.casefold(),
+        thumbprint=fingerprint,
+        subject=certificate.subject.rfc4514_string()[:512],
+        certificate_pem=to_pem(certificate),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        created_at=context.now,
+    )
+    context.session.add(row)
+    context.session.flush()
+    change.target_id = str(row.id)
+    change.details = {"name": name, "thumbprint": fingerprint}
+    return row
+
+
+def trusted_ca_page(
+    context: RequestContext,
+    model: TrustedCaModel,
+    limit: int,
+    continuation_token: str | None,
+) -> schemas.Page[schemas.ManufacturerCa]:
+    """One page of a kind of trusted CA, for the operator."""
+    require_operator(context.principal)
+    after = decode_continuation(continuation_token)
+    query = select(model)
+    if after is not None:
+        query = query.where(model.id > after)
+    rows = cast(
+        Sequence[ManufacturerCa | TpmManufacturerCa],
+        context.session.scalars(query.order_by(model.id).limit(limit + 1)).all(),
+    )
+    return make_page(rows, limit, key=lambda row: row.id, out=trusted_ca_out)

@@ -42,12 +42,12 @@ from opensphere.api import schemas
 from opensphere.api.schemas import Role
 from opensphere.formats.errors import FormatError
 from opensphere.formats.tpm import parse_attestation_key, parse_endorsement_key
-from opensphere.service.auth.permissions import require_operator
-from opensphere.service.ca.core import thumbprint, to_pem
+from opensphere.service.ca.core import thumbprint
 from opensphere.service.deps import Context
 from opensphere.service.devices import device_out
-from opensphere.service.errors import ConflictError, InvalidRequestError, NotFoundError
-from opensphere.service.paging import DEFAULT_LIMIT, decode_continuation, make_page
+from opensphere.service.errors import InvalidRequestError, NotFoundError
+from opensphere.service.manufacturers import add_trusted_ca, trusted_ca_out, trusted_ca_page
+from opensphere.service.paging import DEFAULT_LIMIT
 from opensphere.service.products import get_device_group
 from opensphere.service.storage.models import Device, TpmActivation, TpmDevice, TpmManufacturerCa
 from opensphere.service.tenants import Continuation, Limit, TenantId
@@ -138,10 +138,6 @@ def trusted_tpm_cas(session: Session) -> dict[str, x509.Certificate]:
     return {row[0]: x509.load_pem_x509_certificate(row[1].encode()) for row in rows}
 
 
-def _ca_out(row: TpmManufacturerCa) -> schemas.ManufacturerCa:
-    return schemas.ManufacturerCa.model_validate(row, from_attributes=True)
-
-
 @router.post("/v1/tpm-manufacturer-cas", status_code=201)
 def register_tpm_manufacturer_ca(
     body: schemas.ManufacturerCaCreate, context: Context
@@ -151,46 +147,15 @@ def register_tpm_manufacturer_ca(
         "tpm_manufacturer_ca.register", target_type="tpm_manufacturer_ca", operator=True
     ) as change:
         certificate = parse_tpm_ca_certificate(body.certificate, now=context.now)
-        fingerprint = thumbprint(certificate)
-        taken = context.session.scalar(
-            select(TpmManufacturerCa.name).where(
-                (TpmManufacturerCa.name_key == body.name.casefold())
-                | (TpmManufacturerCa.thumbprint == fingerprint)
-            )
-        )
-        if taken is not None:
-            raise ConflictError(
-                f"this certificate or the name {body.name!r} is already registered",
-                code="name_conflict",
-            )
-        row = TpmManufacturerCa(
-            name=body.name,
-            name_key=body.name.casefold(),
-            thumbprint=fingerprint,
-            subject=certificate.subject.rfc4514_string()[:512],
-            certificate_pem=to_pem(certificate),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            created_at=context.now,
-        )
-        context.session.add(row)
-        context.session.flush()
-        change.target_id = str(row.id)
-        change.details = {"name": body.name, "thumbprint": fingerprint}
-    return _ca_out(row)
+        row = add_trusted_ca(context, TpmManufacturerCa, body.name, certificate, change)
+    return trusted_ca_out(row)
 
 
 @router.get("/v1/tpm-manufacturer-cas")
 def list_tpm_manufacturer_cas(
     context: Context, limit: Limit = DEFAULT_LIMIT, continuation_token: Continuation = None
 ) -> schemas.Page[schemas.ManufacturerCa]:
-    require_operator(context.principal)
-    after = decode_continuation(continuation_token)
-    query = select(TpmManufacturerCa)
-    if after is not None:
-        query = query.where(TpmManufacturerCa.id > after)
-    rows = context.session.scalars(query.order_by(TpmManufacturerCa.id).limit(limit + 1)).all()
-    return make_page(rows, limit, key=lambda row: row.id, out=_ca_out)
+    return trusted_ca_page(context, TpmManufacturerCa, limit, continuation_token)
 
 
 @router.delete("/v1/tpm-manufacturer-cas/{tpm_manufacturer_ca_id}")
@@ -210,7 +175,7 @@ def delete_tpm_manufacturer_ca(
                 f"there is no TPM manufacturer CA {tpm_manufacturer_ca_id}",
                 code="manufacturer_ca_not_found",
             )
-        result = _ca_out(row)
+        result = trusted_ca_out(row)
         context.session.delete(row)
         change.details = {"name": row.name, "thumbprint": row.thumbprint}
     return result
