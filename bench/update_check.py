@@ -5,7 +5,8 @@ A device's regular update check is almost always a no-change check: it asks for
 
 (a) nginx (Debian's package; installed with apt-get if missing) serving the tenant's repository
     exported as plain files (`sphere tuf export`'s `export_static`), one worker process;
-(b) a real `sphere server` (uvicorn, SQLite in a temporary folder) answering the same check at
+(b) a real `sphere server` (uvicorn with the service's fast lane, SQLite in a temporary folder)
+    answering the same check at
     `/v1/device/tuf/{tenant}/metadata/timestamp.json`, with the device credential, so each
     check also verifies the credential and that the device is still enabled.
 

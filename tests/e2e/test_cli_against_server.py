@@ -191,3 +191,16 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "/dashboard/",
     ):
         assert expected in result.stdout, expected
+
+
+def test_server_on_a_taken_port_says_so_and_fails(service: RunningService, tmp_path: Path) -> None:
+    port = service.url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [SPHERE, "server", "--data-dir", str(tmp_path / "data"), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert "address already in use" in result.stderr

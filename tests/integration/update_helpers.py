@@ -25,12 +25,14 @@ from device_helpers import (
     register_manufacturer,
     register_release,
 )
+from fastapi import FastAPI
 from helpers import create_product, create_tenant
 
 from conftest import Api, FixedClock
 from opensphere.device.emulator import Fleet
 from opensphere.device.packaging import package_image
 from opensphere.formats.image_package import ImageType, PackageSigner
+from opensphere.service.fast_lane import server_config
 from support.device_os import sdk_test_signer
 from support.service import free_port
 
@@ -159,10 +161,23 @@ def report(api: Api, headers: dict[str, str], sequence: int, state: str, **body:
 
 
 @contextmanager
-def on_loopback(app: Any) -> Iterator[str]:
-    """Serve an in-process app with uvicorn on a loopback port, for clients that need HTTP."""
+def on_loopback(app: Any, **options: Any) -> Iterator[str]:
+    """Serve an in-process app on a loopback port, for clients that need HTTP: the service's
+    app as `sphere server` does (with its fast lane), a test's wrapper around it as it is."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    options = {
+        "host": "127.0.0.1",
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+        **options,
+    }
+    config = (
+        server_config(app, **options)
+        if isinstance(app, FastAPI)
+        else uvicorn.Config(app, **options)
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -41,6 +41,7 @@ def server(
 
     from opensphere.service.app import create_app
     from opensphere.service.bootstrap import prepare_storage
+    from opensphere.service.fast_lane import server_config
     from opensphere.service.keystore import FileKeyStore
     from opensphere.service.settings import ServiceSettings
     from opensphere.service.storage.db import Storage
@@ -65,4 +66,5 @@ def server(
         blobs=FolderBlobStore(settings.blob_folder),
         retention_every=dt.timedelta(seconds=retention_every),
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    config = server_config(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.Server(config).run()  # exits with status 3, having logged why, if it cannot start

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import re
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -37,6 +35,7 @@ from opensphere.service.error_reports.retention import apply_retention
 from opensphere.service.errors import ServiceError
 from opensphere.service.keystore import KeyStore
 from opensphere.service.problems import install_problem_handlers, service_error_response
+from opensphere.service.request_ids import request_id_from
 from opensphere.service.storage.db import Storage
 from opensphere.service.updates import deployments, feeds, images, serving, status, tuf_admin
 from opensphere.service.updates.blobs import BlobStore
@@ -48,7 +47,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger(__name__)
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "description": description}
     for status, description in (
@@ -64,14 +62,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def assign_request_id(scope: Scope) -> str:
     """The caller's X-Request-ID if sane, else a new one; kept in the scope's state."""
-    request_id = None
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if _REQUEST_ID_RE.fullmatch(candidate):
-                request_id = candidate
-            break
-    request_id = request_id or secrets.token_hex(16)
+    request_id = request_id_from(scope["headers"])
     scope.setdefault("state", {})["request_id"] = request_id
     return request_id
 

@@ -69,6 +69,7 @@ from opensphere.updates.repository import MANIFEST_NAME, Channel, refresh_expiri
 router = APIRouter(prefix="/v1/device", tags=["device"])
 
 TUF_PREFIX: Final = "/v1/device/tuf/"
+_TIMESTAMP_SUFFIX: Final = f"/metadata/{TIMESTAMP_NAME}".encode()
 HEAD_TTL: Final = 1.0
 IMMUTABLE: Final = "private, max-age=31536000, immutable"
 SHORT_LIVED: Final = "private, max-age=60"
@@ -117,6 +118,8 @@ class _Head:
     checked_at: float
     changed: list[tuple[bytes, bytes]]  # header lines of the 200, encoded once per head
     unchanged: list[tuple[bytes, bytes]]  # and of the 304
+    changed_block: bytes  # the same lines as they go on the wire, for `cached_answer`
+    unchanged_block: bytes
 
 
 def _new_head(generation: int, timestamp: bytes, refresh_due_at: dt.datetime) -> _Head:
@@ -127,7 +130,21 @@ def _new_head(generation: int, timestamp: bytes, refresh_due_at: dt.datetime) ->
         (b"content-type", _JSON.encode()),
         *unchanged,
     ]
-    return _Head(generation, timestamp, etag, refresh_due_at, time.monotonic(), changed, unchanged)
+    return _Head(
+        generation,
+        timestamp,
+        etag,
+        refresh_due_at,
+        time.monotonic(),
+        changed,
+        unchanged,
+        _header_block(changed),
+        _header_block(unchanged),
+    )
+
+
+def _header_block(lines: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(name + b": " + value + b"\r\n" for name, value in lines)
 
 
 class _Prepared(Response):
@@ -205,6 +222,52 @@ class TufServer:
         if kind == "targets":
             return self._target(tenant_id, name, _header(scope, b"range").decode("latin-1"))
         raise _not_found(f"{kind!r}")
+
+    def cached_answer(
+        self, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, bytes, bytes] | None:
+        """(status, header lines, body) of a `timestamp.json` check that this process's caches
+        answer alone, else `None`.
+
+        The HTTP server asks this before any ASGI work (`opensphere.service.fast_lane`). It
+        answers only what `serve` would answer the same way from the same caches: a credential
+        already verified and not expired, a registry entry and a head younger than `HEAD_TTL`,
+        no re-signing due. Anything else (first sight, a refusal, a query string) goes the ASGI
+        way, which fills the caches or explains the refusal.
+        """
+        if not target.endswith(_TIMESTAMP_SUFFIX):
+            return None
+        tenant_id = self._tenant_ids.get(
+            target[len(TUF_PREFIX) : -len(_TIMESTAMP_SUFFIX)].decode("latin-1")
+        )
+        head = None if tenant_id is None else self._heads.get(tenant_id)
+        if head is None:
+            return None
+        checked = time.monotonic()
+        authorization = if_none_match = None
+        for name, value in headers:
+            if name == b"authorization" and authorization is None:
+                authorization = value
+            elif name == b"if-none-match" and if_none_match is None:
+                if_none_match = value
+        claims = None if authorization is None else self._credentials.get(authorization)
+        registered = None if claims is None else self._registry.get(claims.device_id)
+        if (
+            claims is None
+            or registered is None
+            or claims.tenant_id != tenant_id
+            or registered[0] != tenant_id
+            or not registered[1]
+            or checked - registered[2] >= HEAD_TTL
+            or checked - head.checked_at >= HEAD_TTL
+        ):
+            return None
+        now = self.clock.now()
+        if claims.expires_at <= now or now >= head.refresh_due_at:
+            return None
+        if if_none_match == head.etag:
+            return 304, head.unchanged_block, b""
+        return 200, head.changed_block, head.timestamp
 
     def _tenant_id(self, text: str) -> uuid.UUID | None:
         """The tenant ID in a request path (parsing a UUID costs more than the dict)."""

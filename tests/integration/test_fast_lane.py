@@ -1,0 +1,231 @@
+"""The HTTP server's fast lane (`opensphere.service.fast_lane`): a no-change update check that
+the caches can answer is answered right after its headers are parsed, exactly as the ASGI way
+answers it; everything else, and every refusal, still takes the ASGI way. Real uvicorn on
+loopback, the same protocol `sphere server` runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from device_helpers import new_fleet
+from helpers import assert_problem
+from update_helpers import Tenancy, on_loopback, tenancy
+
+from conftest import Api, FixedClock
+from opensphere.device.emulator import Fleet
+
+pytestmark = pytest.mark.filterwarnings("ignore::opensphere.rot.EmulatedRootOfTrustWarning")
+
+UNCOMPARED = {"date", "server", "x-request-id"}  # set by uvicorn, or new on every answer
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    return new_fleet(tmp_path_factory.mktemp("fleet") / "fleet")
+
+
+@dataclass
+class Lane:
+    """A served app whose fast lane records whether it answered each request it was asked."""
+
+    base_url: str
+    port: int
+    answered: list[bool]
+    url: str  # the device's timestamp.json
+    headers: dict[str, str]  # the device's credential
+
+
+@pytest.fixture
+def lane(api: Api, clock: FixedClock, tmp_path: Path, fleet: Fleet) -> Iterator[Lane]:
+    world = tenancy(api, clock, tmp_path, fleet)
+    yield from _serve(world, keep_alive=5)
+
+
+@pytest.fixture
+def short_lane(api: Api, clock: FixedClock, tmp_path: Path, fleet: Fleet) -> Iterator[Lane]:
+    world = tenancy(api, clock, tmp_path, fleet)
+    yield from _serve(world, keep_alive=1)
+
+
+def _serve(world: Tenancy, keep_alive: int) -> Iterator[Lane]:
+    tuf = world.api.client.app.state.tuf
+    answered: list[bool] = []
+    cached_answer = tuf.cached_answer
+
+    def recording(target: bytes, headers: list[tuple[bytes, bytes]]) -> object:
+        answer = cached_answer(target, headers)
+        answered.append(answer is not None)
+        return answer
+
+    tuf.cached_answer = recording
+    headers = world.credential(world.device())
+    trust = world.api.client.get("/v1/device/trust", headers=headers).json()
+    try:
+        with on_loopback(world.api.client.app, timeout_keep_alive=keep_alive) as base_url:
+            yield Lane(
+                base_url=base_url,
+                port=int(base_url.rsplit(":", 1)[1]),
+                answered=answered,
+                url=base_url + trust["metadata_path"] + "timestamp.json",
+                headers=headers,
+            )
+    finally:
+        del tuf.cached_answer
+
+
+def _compared(response: httpx.Response) -> dict[str, str]:
+    return {name: value for name, value in response.headers.items() if name not in UNCOMPARED}
+
+
+def test_a_repeated_check_is_answered_by_the_fast_lane_as_the_asgi_way_answers_it(
+    api: Api, lane: Lane
+) -> None:
+    path = lane.url.removeprefix(lane.base_url)
+    with httpx.Client() as client:
+        first = client.get(lane.url, headers=lane.headers)  # fills the caches
+        again = client.get(lane.url, headers=lane.headers)
+        etag = again.headers["etag"]
+        unchanged = client.get(lane.url, headers={**lane.headers, "If-None-Match": etag})
+    assert lane.answered == [False, True, True]
+    reference = api.client.get(path, headers=lane.headers)  # in-process: no fast lane
+    reference_304 = api.client.get(path, headers={**lane.headers, "If-None-Match": etag})
+    assert (first.status_code, again.status_code, unchanged.status_code) == (200, 200, 304)
+    assert again.content == first.content == reference.content
+    assert _compared(again) == _compared(first) == _compared(reference)
+    assert unchanged.content == b""
+    assert _compared(unchanged) == _compared(reference_304)
+    assert {"date", "server", "x-request-id"} <= set(again.headers)
+    assert {"date", "server", "x-request-id"} <= set(unchanged.headers)
+
+
+def test_the_fast_lane_echoes_a_sane_request_id_and_replaces_any_other(lane: Lane) -> None:
+    with httpx.Client() as client:
+        client.get(lane.url, headers=lane.headers)
+        echoed = client.get(lane.url, headers={**lane.headers, "X-Request-ID": "check-42"})
+        replaced = client.get(lane.url, headers={**lane.headers, "X-Request-ID": "bad id!"})
+        fresh = [client.get(lane.url, headers=lane.headers) for _ in range(2)]
+    assert lane.answered == [False, True, True, True, True]
+    assert echoed.headers["x-request-id"] == "check-42"
+    assert replaced.headers["x-request-id"] not in ("bad id!", "check-42")
+    assert len({answer.headers["x-request-id"] for answer in (replaced, *fresh)}) == 3
+
+
+def test_a_disabled_device_is_refused_at_once_though_its_check_was_cached(
+    api: Api, lane: Lane
+) -> None:
+    with httpx.Client() as client:
+        assert client.get(lane.url, headers=lane.headers).status_code == 200
+        assert client.get(lane.url, headers=lane.headers).status_code == 200
+        me = client.get(lane.base_url + "/v1/device/me", headers=lane.headers).json()
+        tenant = lane.url.split("/tuf/")[1].split("/")[0]
+        api.client.patch(
+            f"/v1/tenants/{tenant}/devices/{me['device_id']}",
+            json={"enabled": False},
+            headers=api.operator,
+        )
+        refused = client.get(lane.url, headers=lane.headers)
+    assert lane.answered == [False, True, False]
+    assert_problem(refused, 403, "device_refused")
+
+
+def test_an_expired_credential_is_refused_though_it_was_cached(
+    clock: FixedClock, lane: Lane, caplog: pytest.LogCaptureFixture
+) -> None:
+    with httpx.Client() as client:
+        client.get(lane.url, headers=lane.headers)
+        assert client.get(lane.url, headers=lane.headers).status_code == 200
+        clock.advance(dt.timedelta(hours=25))
+        refused = client.get(lane.url, headers=lane.headers)
+    assert lane.answered == [False, True, False]
+    assert_problem(refused, 403, "device_refused")
+    assert (
+        f"request {refused.headers['x-request-id']}): bad device credential: the credential expired"
+        in caplog.text
+    )
+
+
+def test_what_the_fast_lane_does_not_answer_takes_the_asgi_way(lane: Lane) -> None:
+    with httpx.Client() as client:
+        client.get(lane.url, headers=lane.headers)
+        with_query = client.get(lane.url + "?x=1", headers=lane.headers)
+        stranger = client.get(lane.url, headers={"Authorization": "Device forged"})
+        anonymous = client.get(lane.url)
+        root = client.get(lane.url.replace("timestamp.json", "1.root.json"), headers=lane.headers)
+        closing = client.get(lane.url, headers={**lane.headers, "Connection": "close"})
+    assert lane.answered == [False, False, False, False, False]
+    assert with_query.status_code == 200
+    assert_problem(stranger, 403, "device_refused")
+    assert_problem(anonymous, 403, "device_refused")
+    assert root.status_code == 200
+    assert "immutable" in root.headers["cache-control"]
+    assert closing.status_code == 200
+    assert closing.headers["connection"] == "close"
+
+
+def _raw_request(lane: Lane, target: str, *extra: str) -> bytes:
+    lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in lane.headers.items()]
+    return ("\r\n".join([*lines, *extra]) + "\r\n\r\n").encode()
+
+
+class Answers:
+    """Reads answers off a raw connection, in order (each with a Content-Length, or a 304)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def read(self, count: int) -> list[tuple[int, bytes]]:
+        return [self._one() for _ in range(count)]
+
+    def _one(self) -> tuple[int, bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines)
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            self._more()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(status_line.split()[1]), body
+
+    def _more(self) -> None:
+        data = self.sock.recv(65536)
+        assert data, "the server closed the connection before answering"
+        self.buffer += data
+
+
+def test_pipelined_requests_are_answered_in_order(lane: Lane) -> None:
+    target = lane.url.removeprefix(lane.base_url)
+    with httpx.Client() as client:
+        timestamp = client.get(lane.url, headers=lane.headers).content
+    with socket.create_connection(("127.0.0.1", lane.port), timeout=10) as sock:
+        sock.sendall(_raw_request(lane, "/healthz") + _raw_request(lane, target) * 2)
+        answers = Answers(sock)
+        slow_then_fast = answers.read(3)
+        sock.sendall(_raw_request(lane, target) + _raw_request(lane, "/healthz"))
+        fast_then_slow = answers.read(2)
+    assert slow_then_fast == [(200, b'{"status":"ok"}'), (200, timestamp), (200, timestamp)]
+    assert fast_then_slow == [(200, timestamp), (200, b'{"status":"ok"}')]
+    # Behind an unfinished answer the fast lane waits its turn: both went the ASGI way.
+    assert lane.answered == [False, True]
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_lane: Lane) -> None:
+    lane = short_lane
+    target = lane.url.removeprefix(lane.base_url)
+    with socket.create_connection(("127.0.0.1", lane.port), timeout=10) as sock:
+        answers = Answers(sock)
+        sock.sendall(_raw_request(lane, target))
+        answers.read(1)
+        sock.sendall(_raw_request(lane, target))
+        assert answers.read(1)[0][0] == 200
+        assert lane.answered == [False, True]
+        assert sock.recv(1) == b""  # closed by the server after its 1 s keep-alive timeout
