@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import threading
 import uuid
 from typing import cast
 
 import pytest
 from sqlalchemy import Table, bindparam, delete, insert, select
 
-from opensphere.service.hot_statements import HotStatement, hot_transaction
+from opensphere.service.hot_statements import (
+    HotStatement,
+    HotTransaction,
+    HotTransactions,
+    hot_transaction,
+)
 from opensphere.service.storage.db import Storage
 from opensphere.service.storage.models import AttestationNonce, Tenant
 
@@ -75,3 +82,90 @@ def test_a_raising_block_rolls_back(storage: Storage, tenant_id: uuid.UUID) -> N
         refuse_after_storing()
     with storage.engine.connect() as connection:
         assert connection.execute(select(NONCES)).all() == []
+
+
+def _nonce_values(tenant_id: uuid.UUID, nonce: bytes) -> dict[str, object]:
+    return {
+        "p_nonce": nonce,
+        "p_device_id": "ef" * 64,
+        "p_tenant_id": tenant_id,
+        "p_expires_at": dt.datetime.now(dt.UTC),
+    }
+
+
+def _stored_nonces(storage: Storage) -> list[bytes]:
+    with storage.engine.connect() as connection:
+        return sorted(connection.execute(select(NONCES.c.nonce)).scalars())
+
+
+def test_hot_transactions_run_on_the_loop_when_the_database_is_free(
+    storage: Storage, tenant_id: uuid.UUID
+) -> None:
+    hot = HotTransactions(storage.engine)
+
+    def store(transaction: HotTransaction) -> int:
+        transaction.execute(STORE, _nonce_values(tenant_id, b"a" * 32))
+        return threading.get_ident()
+
+    async def run() -> tuple[int, int]:
+        return threading.get_ident(), await hot.run(store)
+
+    try:
+        loop_thread, worker = asyncio.run(run())
+    finally:
+        hot.close()
+    assert _stored_nonces(storage) == [b"a" * 32]
+    on_loop = storage.engine.dialect.name == "sqlite"  # PostgreSQL: always the thread pool
+    assert (worker == loop_thread) is on_loop
+
+
+def test_a_hot_transaction_waits_in_the_pool_while_another_writer_holds_sqlite(
+    storage: Storage, tenant_id: uuid.UUID
+) -> None:
+    if storage.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's database-wide write lock")
+    hot = HotTransactions(storage.engine)
+    holder = storage.engine.raw_connection()
+    holder.cursor().execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, holder.commit).start()
+    threads: list[int] = []
+
+    def store(transaction: HotTransaction) -> None:
+        threads.append(threading.get_ident())
+        transaction.execute(STORE, _nonce_values(tenant_id, b"b" * 32))
+
+    async def run() -> int:
+        await hot.run(store)
+        return threading.get_ident()
+
+    try:
+        loop_thread = asyncio.run(run())
+    finally:
+        hot.close()
+        holder.close()
+    assert _stored_nonces(storage) == [b"b" * 32]
+    assert threads[-1] != loop_thread  # the loop did not wait: a worker thread did
+
+
+def test_a_refused_hot_transaction_leaves_nothing_and_the_next_one_works(
+    storage: Storage, tenant_id: uuid.UUID
+) -> None:
+    hot = HotTransactions(storage.engine)
+
+    def refuse_after_storing(transaction: HotTransaction) -> None:
+        transaction.execute(STORE, _nonce_values(tenant_id, b"c" * 32))
+        raise RuntimeError("refused")
+
+    def store(transaction: HotTransaction) -> None:
+        transaction.execute(STORE, _nonce_values(tenant_id, b"d" * 32))
+
+    async def run() -> None:
+        with pytest.raises(RuntimeError):
+            await hot.run(refuse_after_storing)
+        await hot.run(store)
+
+    try:
+        asyncio.run(run())
+    finally:
+        hot.close()
+    assert _stored_nonces(storage) == [b"d" * 32]

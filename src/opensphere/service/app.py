@@ -33,6 +33,7 @@ from opensphere.service.dashboard import install as install_dashboard
 from opensphere.service.error_reports import routes as error_report_routes
 from opensphere.service.error_reports.retention import apply_retention
 from opensphere.service.errors import ServiceError
+from opensphere.service.hot_statements import HotTransactions
 from opensphere.service.keystore import KeyStore
 from opensphere.service.problems import install_problem_handlers, service_error_response
 from opensphere.service.request_ids import request_id_from
@@ -179,6 +180,7 @@ def _retention_lifespan(
         finally:
             if task is not None:
                 task.cancel()
+            app.state.hot.close()
 
     return lifespan
 
@@ -219,6 +221,7 @@ def create_app(
     app.state.ca = CertificateAuthority(storage=storage, keys=keys)
     app.state.references = attestation.ReferenceCache()
     app.state.nonce_sweeper = attestation.NonceSweeper()
+    app.state.hot = HotTransactions(storage.engine)
     app.state.credential_key = credential_key
     app.state.credential_public_key = tuf.credential_public_key
     install_problem_handlers(app)

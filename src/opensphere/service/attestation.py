@@ -17,13 +17,12 @@ signature, over a valid nonce) the failed verdict is recorded on the device.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import json
 import logging
 import secrets
-from collections.abc import Iterator
-from typing import Any, NoReturn, cast
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -47,7 +46,7 @@ from opensphere.service.ca.authority import CertificateAuthority, CurrentIssuer
 from opensphere.service.ca.core import issue_device_certificate, to_pem
 from opensphere.service.device_auth import CREDENTIAL_LIFETIME, issue_credential
 from opensphere.service.errors import DeviceRefusedError, InvalidRequestError
-from opensphere.service.hot_statements import HotStatement, HotTransaction, hot_transaction
+from opensphere.service.hot_statements import HotStatement, HotTransaction, HotTransactions
 from opensphere.service.storage.db import Storage
 from opensphere.service.storage.models import (
     AttestationNonce,
@@ -60,6 +59,7 @@ from opensphere.service.tpm_appraisal import TpmEvidence, verify_tpm_evidence
 from opensphere.service.tpm_attestation import advance_tpm_state
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 router = APIRouter(prefix="/v1/device/attestation", tags=["device attestation"])
 
@@ -217,18 +217,17 @@ async def challenge(request: Request) -> Response:
     nonce = secrets.token_bytes(NONCE_SIZE)
     expires_at = now + NONCE_TTL
 
-    def issue() -> list[Any]:
-        with hot_transaction(storage.engine) as transaction:
-            if state.nonce_sweeper.due(now):
-                transaction.execute(_SWEEP_NONCES, {"p_now": now})
-            return list(
-                transaction.execute(
-                    _ISSUE_NONCE,
-                    {"p_nonce": nonce, "p_expires_at": expires_at, "p_device_id": device_id},
-                ).rows
-            )
+    sweep = state.nonce_sweeper.due(now)
 
-    issued = await run_in_threadpool(issue)
+    def issue(transaction: HotTransaction) -> list[Any]:
+        if sweep:
+            transaction.execute(_SWEEP_NONCES, {"p_now": now})
+        return transaction.execute(
+            _ISSUE_NONCE, {"p_nonce": nonce, "p_expires_at": expires_at, "p_device_id": device_id}
+        ).rows
+
+    hot: HotTransactions = state.hot
+    issued = await hot.run(issue)
     tenant_id = issued[0][0] if issued else None
     if tenant_id is None:
         _refuse_challenge(request, storage, device_id)
@@ -334,15 +333,9 @@ def _check_tpm(
         raise _Refusal(exc.code, exc.detail) from exc
 
 
-@contextlib.contextmanager
-def _write_transaction(storage: Storage, *, core: bool) -> Iterator[HotTransaction]:
-    """The evidence's transaction; `core` when TPM state is stored in it through a Connection."""
-    if not core:
-        with hot_transaction(storage.engine) as transaction:
-            yield transaction
-        return
+def _in_core_transaction(storage: Storage, work: Callable[[HotTransaction], T]) -> T:
     with storage.write_transaction() as connection:
-        yield HotTransaction.on_connection(connection)
+        return work(HotTransaction.on_connection(connection))
 
 
 def _appraisal_code(claims: EvidenceClaims, references: tuple[Any, dict[str, int]]) -> str | None:
@@ -395,31 +388,34 @@ async def evidence(request: Request) -> Response:
     # A TPM host reports no fuses: its OS is pinned by the PCR reference values alone.
     verdict = _appraisal_code(claims, (release, minimums if tpm is None else {}))
 
-    def decide() -> tuple[Any, schemas.AttestationGrant | None, _Refusal | None]:
+    def decide(
+        transaction: HotTransaction,
+    ) -> tuple[Any, schemas.AttestationGrant | None, _Refusal | None]:
         tenant_id: Any = None
-        with _write_transaction(storage, core=tpm is not None) as transaction:
-            try:
-                tenant_id = _consume_nonce(transaction, claims, now)
-                if tpm is not None:
-                    _check_tpm(transaction, claims, now, tpm)
-                if verdict is not None:
-                    _record(transaction, claims, now, code=verdict)
-                    raise _Refusal(verdict, "the evidence does not match the registered references")
-                grant = None
-                issuer = authority.cached_issuer(tenant_id, now=now)
-                if issuer is not None:
-                    grant = _grant(request, claims, tenant_id, issuer, now)
-                expires_at = None if grant is None else grant.certificate_expires_at
-                if not _record(
-                    transaction, claims, now, code=None, certificate_expires_at=expires_at
-                ):
-                    _record(transaction, claims, now, code="device_disabled")
-                    raise _Refusal("device_disabled", "the device is disabled or was never claimed")
-            except _Refusal as exc:
-                return tenant_id, None, exc
+        try:
+            tenant_id = _consume_nonce(transaction, claims, now)
+            if tpm is not None:
+                _check_tpm(transaction, claims, now, tpm)
+            if verdict is not None:
+                _record(transaction, claims, now, code=verdict)
+                raise _Refusal(verdict, "the evidence does not match the registered references")
+            grant = None
+            issuer = authority.cached_issuer(tenant_id, now=now)
+            if issuer is not None:
+                grant = _grant(request, claims, tenant_id, issuer, now)
+            expires_at = None if grant is None else grant.certificate_expires_at
+            if not _record(transaction, claims, now, code=None, certificate_expires_at=expires_at):
+                _record(transaction, claims, now, code="device_disabled")
+                raise _Refusal("device_disabled", "the device is disabled or was never claimed")
+        except _Refusal as exc:
+            return tenant_id, None, exc
         return tenant_id, grant, None
 
-    tenant_id, grant, refusal = await run_in_threadpool(decide)
+    hot: HotTransactions = state.hot
+    if tpm is None:
+        tenant_id, grant, refusal = await hot.run(decide)
+    else:  # TPM state is stored by code written against a Core connection
+        tenant_id, grant, refusal = await run_in_threadpool(_in_core_transaction, storage, decide)
     if refusal is not None:
         _refuse(request, claims.device_id, refusal.code, refusal.detail)
     if grant is None:
@@ -429,13 +425,10 @@ async def evidence(request: Request) -> Response:
         grant = _grant(request, claims, tenant_id, issuer, now)
         expires_at = grant.certificate_expires_at
 
-        def record() -> int:
-            with hot_transaction(storage.engine) as transaction:
-                return _record(
-                    transaction, claims, now, code=None, certificate_expires_at=expires_at
-                )
+        def record(transaction: HotTransaction) -> int:
+            return _record(transaction, claims, now, code=None, certificate_expires_at=expires_at)
 
-        recorded = await run_in_threadpool(record)
+        recorded = await hot.run(record)
         if not recorded:
             _refuse(request, claims.device_id, "device_disabled", "disabled meanwhile")
     return _json(grant)

@@ -10,15 +10,20 @@ each column type, straight on a connection checked out of the engine's pool (so
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sqlite3
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine
 from sqlalchemy.sql.dml import UpdateBase
+from starlette.concurrency import run_in_threadpool
 
 Processor = Callable[[Any], Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +148,76 @@ def hot_transaction(engine: Engine) -> Iterator[HotTransaction]:
         connection.commit()
     finally:
         connection.close()
+
+
+class HotTransactions:
+    """Runs hot write transactions from async handlers without making the event loop wait.
+
+    On SQLite a transaction runs right on the event loop, on a connection of its own that
+    never waits for the write lock (`busy_timeout` 0): local statements cost less than the
+    hop to a worker thread and back. When another connection holds the lock, the work goes
+    to the thread pool, where waiting is harmless: the holder may be a request in a worker
+    thread that needs the loop to finish. On PostgreSQL every transaction goes to the pool
+    (its statements are network round trips, and may wait for row locks).
+
+    `work` runs synchronously in one transaction and may run twice (a first try refused by a
+    busy database is rolled back and retried in the pool), so it must not have effects
+    outside the database besides values it returns.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # One per event loop (tests run several): a connection is in one transaction at a time.
+        self._loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def run(self, work: Callable[[HotTransaction], T]) -> T:
+        if self.engine.dialect.name == "sqlite":
+            loop = asyncio.get_running_loop()
+            connection = self._loop_connections.get(loop)
+            if connection is None:
+                connection = self._loop_connections[loop] = self._open_loop_connection()
+            try:
+                return _run_sqlite(connection, self.engine.dialect, work)
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+        return await run_in_threadpool(self.run_in_pool, work)
+
+    def run_in_pool(self, work: Callable[[HotTransaction], T]) -> T:
+        with hot_transaction(self.engine) as transaction:
+            return work(transaction)
+
+    def close(self) -> None:
+        for connection in list(self._loop_connections.values()):
+            connection.close()
+        self._loop_connections.clear()
+
+    def _open_loop_connection(self) -> Any:
+        pooled = self.engine.raw_connection()
+        pooled.detach()  # the loop's for good, with its own busy timeout
+        connection = pooled.dbapi_connection
+        assert connection is not None, "a connection just checked out of the pool"
+        connection.execute("PRAGMA busy_timeout=0")
+        return connection
+
+
+def _run_sqlite(connection: Any, dialect: Dialect, work: Callable[[HotTransaction], T]) -> T:
+    cursor = connection.cursor()
+    cursor.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(HotTransaction(dialect, cursor=cursor, connection=None))
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    return result
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, with any extended code."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
