@@ -10,10 +10,11 @@ The devices are emulated devices of one fleet, booted once by their real secure 
 evidence carries the key store and the three boot stages, the fuses of those stages, and a
 `cnf` key, exactly as the device agent sends it; the fleet's reference values are registered.
 
-Prints both and, as its last line, the ratio b/a. On a machine shared with other jobs the two
-rates are taken at different moments under different load, so it also prints the CPU time each
-side spent per attestation (the floor's process time; the server process's user + system time
-from /proc over the same window), whose ratio the other jobs barely move.
+The two are measured in alternating rounds (a, b, a, b, …: `BENCH_ROUNDS` rounds of
+`BENCH_SECONDS` each), so that a change in the machine's speed (other jobs, a busy
+hypervisor) falls on both; each round is printed, then the medians and, as the last line, the
+ratio of the medians b/a. It also prints the CPU time each side spent per attestation (the
+floor's process time; the server process's user + system time from /proc over the round).
 Run: .venv/bin/python bench/attestation.py
 """
 
@@ -24,6 +25,7 @@ import datetime as dt
 import http.client
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +59,8 @@ from opensphere.service.ca.core import (
 
 SERVER_CORE = 0
 CLIENT_CORE = 1
-DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
+DURATION = float(os.environ.get("BENCH_SECONDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 DEVICES = 32
 CONNECTIONS = 4
 SPHERE = str(Path(sys.executable).with_name("sphere"))
@@ -85,34 +88,38 @@ class BenchDevice:
         )
 
 
-def floor_per_second(device: BenchDevice) -> tuple[float, float]:
-    """(a): verify evidence + issue a certificate, as many times as fit in DURATION / 2.
+class Floor:
+    """(a): verify evidence + issue a certificate, with the functions the service calls."""
 
-    Returns the rate and the CPU seconds per operation.
-    """
-    now = dt.datetime.now(dt.UTC)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = IssuingCa.of(root_key, build_root_ca(root_key, now=now))
-    key = ec.generate_private_key(ec.SECP256R1())
-    plan = plan_rotation([], now)
-    assert plan is not None
-    issuer = IssuingCa.of(
-        key, build_tenant_ca(key.public_key(), root=root, tenant_id=uuid.uuid4(), plan=plan)
-    )
-    samples = [device.evidence(os.urandom(32)) for _ in range(500)]
-    done = 0
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    while time.perf_counter() - started < DURATION / 2:
-        claims = verify_device_evidence(samples[done % len(samples)], now=int(time.time()))
-        assert claims.confirmation_key is not None
-        to_pem(
-            issue_device_certificate(
-                claims.device_id, claims.confirmation_key, issuer=issuer, now=now
-            )
+    def __init__(self, device: BenchDevice) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root = IssuingCa.of(root_key, build_root_ca(root_key, now=self.now))
+        key = ec.generate_private_key(ec.SECP256R1())
+        plan = plan_rotation([], self.now)
+        assert plan is not None
+        self.issuer = IssuingCa.of(
+            key,
+            build_tenant_ca(key.public_key(), root=root, tenant_id=uuid.uuid4(), plan=plan),
         )
-        done += 1
-    return done / (time.perf_counter() - started), (time.process_time() - cpu_started) / done
+        self.samples = [device.evidence(os.urandom(32)) for _ in range(500)]
+
+    def per_second(self) -> tuple[float, float]:
+        """As many as fit in DURATION: the rate and the CPU seconds per operation."""
+        done = 0
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        while time.perf_counter() - started < DURATION:
+            evidence = self.samples[done % len(self.samples)]
+            claims = verify_device_evidence(evidence, now=int(time.time()))
+            assert claims.confirmation_key is not None
+            to_pem(
+                issue_device_certificate(
+                    claims.device_id, claims.confirmation_key, issuer=self.issuer, now=self.now
+                )
+            )
+            done += 1
+        return done / (time.perf_counter() - started), (time.process_time() - cpu_started) / done
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -207,59 +214,81 @@ def _attest_loop(port: int, devices: list[BenchDevice], stop: float, counts: lis
     counts.append(done)
 
 
-def http_per_second(fleet: Fleet, devices: list[BenchDevice]) -> tuple[float, float]:
-    """(b): full attestations per second against a real server on its own core.
+class Service:
+    """(b): a real server on its own core, the fleet enrolled, loaded from the other core."""
 
-    Returns the rate and the server's CPU seconds per attestation.
-    """
-    with tempfile.TemporaryDirectory(prefix="opensphere-bench-") as folder:
-        data_dir = Path(folder) / "data"
-        port = 18000 + os.getpid() % 10000
-        server = _start_server(data_dir, port)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _enrol(url, (data_dir / "operator-token").read_text().strip(), fleet, devices)
-            warm = time.perf_counter() + 1.0
-            _attest_loop(port, devices, warm, [])
-            counts: list[int] = []
-            cpu_started = _cpu_seconds(server.pid)
-            started = time.perf_counter()
-            stop = started + DURATION / 2
-            threads = [
-                threading.Thread(
-                    target=_attest_loop, args=(port, devices[i::CONNECTIONS], stop, counts)
-                )
-                for i in range(CONNECTIONS)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - started
-            cpu = _cpu_seconds(server.pid) - cpu_started
-            return sum(counts) / elapsed, cpu / sum(counts)
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+    def __init__(self, folder: Path, fleet: Fleet, devices: list[BenchDevice]) -> None:
+        data_dir = folder / "data"
+        self.port = 18000 + os.getpid() % 10000
+        self.devices = devices
+        self.server = _start_server(data_dir, self.port)
+        _enrol(
+            f"http://127.0.0.1:{self.port}",
+            (data_dir / "operator-token").read_text().strip(),
+            fleet,
+            devices,
+        )
+        _attest_loop(self.port, devices, time.perf_counter() + 1.0, [])  # warm-up
+
+    def per_second(self) -> tuple[float, float]:
+        """Attestations for DURATION: the rate and the server's CPU seconds per attestation."""
+        counts: list[int] = []
+        cpu_started = _cpu_seconds(self.server.pid)
+        started = time.perf_counter()
+        stop = started + DURATION
+        threads = [
+            threading.Thread(
+                target=_attest_loop, args=(self.port, self.devices[i::CONNECTIONS], stop, counts)
+            )
+            for i in range(CONNECTIONS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(self.server.pid) - cpu_started
+        return sum(counts) / elapsed, cpu / sum(counts)
+
+    def stop(self) -> None:
+        self.server.terminate()
+        self.server.wait(timeout=15)
 
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    with tempfile.TemporaryDirectory(prefix="opensphere-bench-fleet-") as folder:
+    floors: list[tuple[float, float]] = []
+    services: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="opensphere-bench-") as folder:
         root = Path(folder)
         fleet = Fleet.create(root / "fleet", now=dt.datetime.now(dt.UTC))
         devices = [BenchDevice(root / f"device-{i}", fleet) for i in range(DEVICES)]
-        os.sched_setaffinity(0, {SERVER_CORE})
-        floor, floor_cpu = floor_per_second(devices[0])
-        print(f"(a) in-process floor, one core: {floor:8.0f} verify+certificate per s")
+        floor = Floor(devices[0])
         os.sched_setaffinity(0, {CLIENT_CORE})
-        full, full_cpu = http_per_second(fleet, devices)
-    print(f"(b) over HTTP, server on one core: {full:8.0f} attestations per s")
+        service = Service(root, fleet, devices)
+        try:
+            for number in range(1, ROUNDS + 1):
+                os.sched_setaffinity(0, {SERVER_CORE})
+                floors.append(floor.per_second())
+                os.sched_setaffinity(0, {CLIENT_CORE})
+                services.append(service.per_second())
+                print(
+                    f"round {number}: floor {floors[-1][0]:5.0f} /s ({floors[-1][1] * 1e3:.2f} ms),"
+                    f" service {services[-1][0]:5.0f} /s ({services[-1][1] * 1e3:.2f} ms)"
+                )
+        finally:
+            service.stop()
+    floor_rate = statistics.median(rate for rate, _ in floors)
+    floor_cpu = statistics.median(cpu for _, cpu in floors)
+    full = statistics.median(rate for rate, _ in services)
+    full_cpu = statistics.median(cpu for _, cpu in services)
+    print(f"(a) in-process floor, one core: {floor_rate:8.0f} verify+certificate per s (median)")
+    print(f"(b) over HTTP, server on one core: {full:8.0f} attestations per s (median)")
     print(
         f"CPU time per attestation: floor {floor_cpu * 1e3:.2f} ms, service "
         f"{full_cpu * 1e3:.2f} ms (ratio {floor_cpu / full_cpu:.2f})"
     )
-    print(f"ratio b/a = {full / floor:.2f}")
+    print(f"ratio b/a = {full / floor_rate:.2f}")
 
 
 if __name__ == "__main__":

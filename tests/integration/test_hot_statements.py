@@ -18,21 +18,26 @@ from opensphere.service.hot_statements import (
     hot_transaction,
 )
 from opensphere.service.storage.db import Storage
-from opensphere.service.storage.models import AttestationNonce, Tenant
+from opensphere.service.storage.models import Tenant, TpmActivation
 
-NONCES = cast(Table, AttestationNonce.__table__)
+# A table with columns of the types the hot paths bind: bytes, text, UUID, timestamps.
+ROWS = cast(Table, TpmActivation.__table__)
 STORE = HotStatement(
-    insert(NONCES).values(
-        nonce=bindparam("p_nonce"),
+    insert(ROWS).values(
+        id=bindparam("p_id"),
+        secret_sha256=bindparam("p_nonce"),
         device_id=bindparam("p_device_id"),
         tenant_id=bindparam("p_tenant_id"),
         expires_at=bindparam("p_expires_at"),
+        ak_public=b"fixed",
+        ek_certificate=b"fixed",
+        manufacturer_ca_thumbprint="0" * 64,
     )
 )
 TAKE = HotStatement(
-    delete(NONCES)
-    .where(NONCES.c.nonce == bindparam("p_nonce"))
-    .returning(NONCES.c.device_id, NONCES.c.tenant_id, NONCES.c.expires_at)
+    delete(ROWS)
+    .where(ROWS.c.secret_sha256 == bindparam("p_nonce"))
+    .returning(ROWS.c.device_id, ROWS.c.tenant_id, ROWS.c.expires_at)
 )
 
 
@@ -51,13 +56,19 @@ def tenant_id(storage: Storage) -> uuid.UUID:
 
 def test_values_round_trip_with_their_column_types(storage: Storage, tenant_id: uuid.UUID) -> None:
     expires_at = dt.datetime(2030, 1, 2, 3, 4, 5, 678_000, tzinfo=dt.UTC)
-    values = {"p_nonce": b"n" * 32, "p_device_id": "ab" * 64, "p_tenant_id": tenant_id}
+    values = {
+        "p_id": uuid.uuid4(),
+        "p_nonce": b"n" * 32,
+        "p_device_id": "ab" * 64,
+        "p_tenant_id": tenant_id,
+    }
     with hot_transaction(storage.engine) as transaction:
         stored = transaction.execute(STORE, {**values, "p_expires_at": expires_at})
     assert stored.rowcount == 1
     with storage.engine.connect() as connection:
-        row = connection.execute(select(NONCES)).one()
+        row = connection.execute(select(ROWS)).one()
     assert (row.device_id, row.tenant_id, row.expires_at) == ("ab" * 64, tenant_id, expires_at)
+    assert (row.ak_public, row.manufacturer_ca_thumbprint) == (b"fixed", "0" * 64)
     with hot_transaction(storage.engine) as transaction:
         taken = transaction.execute(TAKE, {"p_nonce": b"n" * 32}).rows
         again = transaction.execute(TAKE, {"p_nonce": b"n" * 32}).rows
@@ -67,6 +78,7 @@ def test_values_round_trip_with_their_column_types(storage: Storage, tenant_id: 
 
 def test_a_raising_block_rolls_back(storage: Storage, tenant_id: uuid.UUID) -> None:
     values = {
+        "p_id": uuid.uuid4(),
         "p_nonce": b"m" * 32,
         "p_device_id": "cd" * 64,
         "p_tenant_id": tenant_id,
@@ -81,11 +93,12 @@ def test_a_raising_block_rolls_back(storage: Storage, tenant_id: uuid.UUID) -> N
     with pytest.raises(RuntimeError):
         refuse_after_storing()
     with storage.engine.connect() as connection:
-        assert connection.execute(select(NONCES)).all() == []
+        assert connection.execute(select(ROWS)).all() == []
 
 
 def _nonce_values(tenant_id: uuid.UUID, nonce: bytes) -> dict[str, object]:
     return {
+        "p_id": uuid.uuid4(),
         "p_nonce": nonce,
         "p_device_id": "ef" * 64,
         "p_tenant_id": tenant_id,
@@ -95,7 +108,7 @@ def _nonce_values(tenant_id: uuid.UUID, nonce: bytes) -> dict[str, object]:
 
 def _stored_nonces(storage: Storage) -> list[bytes]:
     with storage.engine.connect() as connection:
-        return sorted(connection.execute(select(NONCES.c.nonce)).scalars())
+        return sorted(connection.execute(select(ROWS.c.secret_sha256)).scalars())
 
 
 def test_hot_transactions_run_on_the_loop_when_the_database_is_free(

@@ -322,11 +322,14 @@ def test_event_log_that_does_not_replay_is_refused(
 def test_tpm_clock_rewound_is_refused(
     world: World, host: TpmHost, refusals: pytest.LogCaptureFixture
 ) -> None:
-    earlier = good_evidence(world, host)
+    older_nonce = world.nonce(host.device_id)
+    newer_nonce = world.nonce(host.device_id)
+    # Quoted first, over the newer nonce: a TPM clock behind the one the service sees first.
+    rewound = host.evidence(newer_nonce, os_version=OS_VERSION, confirmation_key=None)
     time.sleep(0.05)
-    later = good_evidence(world, host)
+    later = host.evidence(older_nonce, os_version=OS_VERSION, confirmation_key=None)
     assert world.post(later).status_code == 200
-    assert_refused(world.post(earlier), refusals, "tpm_clock_rewound")
+    assert_refused(world.post(rewound), refusals, "tpm_clock_rewound")
 
 
 def test_reset_counter_changed_without_a_reboot_is_refused(

@@ -35,7 +35,12 @@ from opensphere.service.error_reports.retention import apply_retention
 from opensphere.service.errors import ServiceError
 from opensphere.service.hot_statements import HotTransactions
 from opensphere.service.keystore import KeyStore
-from opensphere.service.problems import install_problem_handlers, service_error_response
+from opensphere.service.nonces import Nonces
+from opensphere.service.problems import (
+    install_problem_handlers,
+    service_error_response,
+    unexpected_error_response,
+)
 from opensphere.service.request_ids import request_id_from
 from opensphere.service.storage.db import Storage
 from opensphere.service.updates import deployments, feeds, images, serving, status, tuf_admin
@@ -93,56 +98,42 @@ class RequestIdMiddleware:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-class HotPathMiddleware:
-    """Serves the device hot paths (attestation, error-event upload) straight from a table.
-
-    FastAPI still declares these routes, so they are in the OpenAPI document, but a
-    request for one skips the router's matching over every route and the dependency
-    solver, which cost more than the handler's own work besides its crypto. `routes`
-    match the exact path.
-    """
-
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Endpoint]) -> None:
-        self.app = app
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = (
-            self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        )
-        if endpoint is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        try:
-            response: Response = await endpoint(request)
-        except ServiceError as exc:
-            response = await service_error_response(request, exc)
-        await response(scope, receive, send)
-
-
 class ServiceApp(FastAPI):
     """FastAPI with `front` endpoints that answer before its whole middleware stack.
 
-    The no-change update check is the fleet's most frequent request and costs microseconds;
-    FastAPI's own layers around it (telemetry check, error, body-limit and request-id
-    middlewares) cost several times more. A `front` endpoint (matched by method and path
-    prefix, the handler parses the rest) gets the request id here, and a `ServiceError` it
-    raises still becomes a problem document; anything else reaches the ASGI server, which
-    logs it and answers 500. FastAPI still declares these routes for the OpenAPI document.
+    The device hot paths (update checks, attestation, error-event upload) are the fleet's
+    most frequent requests; FastAPI's own layers around them (telemetry check, error,
+    body-limit and request-id middlewares, the router's matching over every route, the
+    dependency solver) cost more than their own work besides the crypto. A front endpoint is
+    matched by method and exact path (`exact`) or path prefix (`prefixed`, the handler parses
+    the rest), gets the request id here, and whatever it raises still becomes a problem
+    document: a `ServiceError` its own, anything else a logged 500. FastAPI still declares
+    these routes for the OpenAPI document.
     """
 
-    def __init__(self, *, front: dict[tuple[str, str], Endpoint], **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        exact: dict[tuple[str, str], Endpoint],
+        prefixed: dict[tuple[str, str], Endpoint],
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
-        self.front = front
+        self.exact = exact
+        self.prefixed = prefixed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
-            for (front_method, prefix), endpoint in self.front.items():
-                if method == front_method and path.startswith(prefix):
-                    await self._answer(endpoint, scope, receive, send)
-                    return
+            endpoint = self.exact.get((method, path))
+            if endpoint is None:
+                for (front_method, prefix), candidate in self.prefixed.items():
+                    if method == front_method and path.startswith(prefix):
+                        endpoint = candidate
+                        break
+            if endpoint is not None:
+                await self._answer(endpoint, scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
     async def _answer(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
@@ -153,6 +144,8 @@ class ServiceApp(FastAPI):
             response = await endpoint(request)
         except ServiceError as exc:
             response = await service_error_response(request, exc)
+        except Exception as exc:
+            response = await unexpected_error_response(request, exc)
         response.raw_headers.append((b"x-request-id", request_id.encode()))
         await response(scope, receive, send)
 
@@ -203,7 +196,12 @@ def create_app(
         credential_public_key=credential_key.public_key(),
     )
     app = ServiceApp(
-        front={("GET", serving.TUF_PREFIX): tuf.serve},
+        exact={
+            ("POST", "/v1/device/attestation/challenge"): attestation.challenge,
+            ("POST", "/v1/device/attestation/evidence"): attestation.evidence,
+            ("POST", "/v1/device/error-reports"): error_report_routes.upload_error_events,
+        },
+        prefixed={("GET", serving.TUF_PREFIX): tuf.serve},
         lifespan=_retention_lifespan(retention_every),
         title="OpenSphere security service",
         version="1",
@@ -220,7 +218,8 @@ def create_app(
     app.state.clock = clock
     app.state.ca = CertificateAuthority(storage=storage, keys=keys)
     app.state.references = attestation.ReferenceCache()
-    app.state.nonce_sweeper = attestation.NonceSweeper()
+    app.state.nonces = Nonces.derive(credential_key)
+    app.state.claimed = attestation.ClaimedDevices()
     app.state.hot = HotTransactions(storage.engine)
     app.state.credential_key = credential_key
     app.state.credential_public_key = tuf.credential_public_key
@@ -255,13 +254,5 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    app.add_middleware(
-        HotPathMiddleware,
-        routes={
-            ("POST", "/v1/device/attestation/challenge"): attestation.challenge,
-            ("POST", "/v1/device/attestation/evidence"): attestation.evidence,
-            ("POST", "/v1/device/error-reports"): error_report_routes.upload_error_events,
-        },
-    )
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,17 +1,19 @@
 """Device attestation: `challenge` → `evidence` → appraisal → device certificate.
 
 These two endpoints are the fleet's hot path (every device, daily and at boot), so they
-read and answer bytes directly and talk to the database through Core statements in one
-short transaction, run on the DBAPI connection (`hot_statements`), in `async` handlers. The
-transactions run in the thread pool: on the event loop, waiting for SQLite's write lock
-would stall requests in worker threads that hold it and need the loop to finish (a deadlock
-until the busy timeout, found by the fleet simulator).
+read and answer bytes directly and talk to the database through Core statements run on the
+DBAPI connection (`hot_statements`), in `async` handlers. A challenge writes nothing: its
+nonce is MAC-bound to the device and its issue time (`service.nonces`), so any service
+process sharing the key store can check it; the evidence's one short write transaction uses
+the nonce up on the device's row (nonces are used in issue order, each once) and records the
+verdict. On SQLite that transaction runs on the event loop when the write lock is free, in the
+thread pool when another connection holds it (`HotTransactions`).
 
 The device authenticates by what it signs, not by a user token. Whatever the reason for a
 refusal, the device gets the same answer (403 `attestation_refused`); the reason is in the
-service log under the request id. A refusal stores nothing, except that a nonce, once
-presented, is used up; when the evidence is proven to come from the device (its
-signature, over a valid nonce) the failed verdict is recorded on the device.
+service log under the request id. A refusal stores nothing, except that a nonce is used up
+once evidence signed by its device presents it, and then the failed verdict is recorded on
+the device.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import LargeBinary, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.sql.elements import BindParameter
 from starlette.concurrency import run_in_threadpool
 
@@ -47,14 +49,13 @@ from opensphere.service.ca.core import issue_device_certificate, to_pem
 from opensphere.service.device_auth import CREDENTIAL_LIFETIME, issue_credential
 from opensphere.service.errors import DeviceRefusedError, InvalidRequestError
 from opensphere.service.hot_statements import HotStatement, HotTransaction, HotTransactions
+from opensphere.service.nonces import NONCE_TTL, NonceError, Nonces
 from opensphere.service.storage.db import Storage
 from opensphere.service.storage.models import (
-    AttestationNonce,
     Device,
     OsRelease,
     SecurityVersionMinimum,
 )
-from opensphere.service.storage.types import UTCDateTime
 from opensphere.service.tpm_appraisal import TpmEvidence, verify_tpm_evidence
 from opensphere.service.tpm_attestation import advance_tpm_state
 
@@ -63,35 +64,29 @@ T = TypeVar("T")
 
 router = APIRouter(prefix="/v1/device/attestation", tags=["device attestation"])
 
-NONCE_SIZE = 32
-NONCE_TTL = dt.timedelta(seconds=60)
 MAX_CHALLENGE_BODY = 1024
 EVIDENCE_MEDIA_TYPE = "application/eat+cwt"
-_NONCES = cast(Table, AttestationNonce.__table__)
 _DEVICES = cast(Table, Device.__table__)
 _RELEASES = cast(Table, OsRelease.__table__)
 _MINIMUMS = cast(Table, SecurityVersionMinimum.__table__)
 
 # The hot path's statements are built once and compiled once per dialect (`HotStatement`):
 # building one costs more than running it, and so does SQLAlchemy's execution machinery.
-_ISSUE_NONCE = HotStatement(
-    insert(_NONCES)
-    .from_select(
-        ["nonce", "device_id", "tenant_id", "expires_at"],
-        select(
-            bindparam("p_nonce", type_=LargeBinary()),
-            _DEVICES.c.device_id,
-            _DEVICES.c.tenant_id,
-            bindparam("p_expires_at", type_=UTCDateTime()),
-        ).where(_DEVICES.c.device_id == bindparam("p_device_id"), _DEVICES.c.enabled.is_(True)),
+_REGISTRATION = HotStatement(
+    select(_DEVICES.c.tenant_id, _DEVICES.c.enabled).where(
+        _DEVICES.c.device_id == bindparam("p_device_id")
     )
-    .returning(_NONCES.c.tenant_id)
 )
-_SWEEP_NONCES = HotStatement(delete(_NONCES).where(_NONCES.c.expires_at < bindparam("p_now")))
 _USE_NONCE = HotStatement(
-    delete(_NONCES)
-    .where(_NONCES.c.nonce == bindparam("p_nonce"))
-    .returning(_NONCES.c.device_id, _NONCES.c.tenant_id, _NONCES.c.expires_at)
+    update(_DEVICES)
+    .where(
+        _DEVICES.c.device_id == bindparam("p_device_id"),
+        or_(
+            _DEVICES.c.last_nonce_issued_at.is_(None),
+            _DEVICES.c.last_nonce_issued_at < bindparam("p_issued_at"),
+        ),
+    )
+    .values(last_nonce_issued_at=bindparam("p_issued_at"))
 )
 _VERDICT: dict[str, BindParameter[Any]] = {
     "last_attestation_at": bindparam("p_at"),
@@ -110,11 +105,10 @@ _RECORD_FAILURE = HotStatement(
 
 
 class _Refusal(Exception):
-    def __init__(self, code: str, detail: str, *, record: bool = False) -> None:
+    def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
-        self.record = record
 
 
 def _refuse(request: Request, device_id: str | None, code: str, detail: str) -> NoReturn:
@@ -170,18 +164,32 @@ class ReferenceCache:
         return self._releases.get(version), self._minimums
 
 
-class NonceSweeper:
-    """Deletes expired nonces now and then, not on every challenge."""
+class ClaimedDevices:
+    """Which tenant a claimed device is in, read from the registry once per process.
 
-    def __init__(self, every: dt.timedelta = dt.timedelta(seconds=30)) -> None:
-        self.every = every
-        self._next: dt.datetime | None = None
+    Claiming is permanent, so an entry never goes stale; whether the device is enabled is
+    read fresh by every challenge and checked by every evidence's transaction.
+    """
 
-    def due(self, now: dt.datetime) -> bool:
-        if self._next is not None and now < self._next:
-            return False
-        self._next = now + self.every
-        return True
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self.limit = limit
+        self._tenants: dict[str, Any] = {}
+
+    def remember(self, device_id: str, tenant_id: Any) -> None:
+        if len(self._tenants) >= self.limit:
+            self._tenants.clear()
+        self._tenants[device_id] = tenant_id
+
+    async def tenant_of(self, hot: HotTransactions, device_id: str) -> Any:
+        """The device's tenant, or None if it is not claimed."""
+        tenant_id = self._tenants.get(device_id)
+        if tenant_id is None:
+            rows = await hot.read(_REGISTRATION, {"p_device_id": device_id})
+            if not rows:
+                return None
+            tenant_id = rows[0][0]
+            self.remember(device_id, tenant_id)
+        return tenant_id
 
 
 @router.post(
@@ -213,59 +221,27 @@ async def challenge(request: Request) -> Response:
         ) from exc
     state = request.app.state
     now: dt.datetime = state.clock.now()
-    storage: Storage = state.storage
-    nonce = secrets.token_bytes(NONCE_SIZE)
-    expires_at = now + NONCE_TTL
-
-    sweep = state.nonce_sweeper.due(now)
-
-    def issue(transaction: HotTransaction) -> list[Any]:
-        if sweep:
-            transaction.execute(_SWEEP_NONCES, {"p_now": now})
-        return transaction.execute(
-            _ISSUE_NONCE, {"p_nonce": nonce, "p_expires_at": expires_at, "p_device_id": device_id}
-        ).rows
-
     hot: HotTransactions = state.hot
-    issued = await hot.run(issue)
-    tenant_id = issued[0][0] if issued else None
-    if tenant_id is None:
-        _refuse_challenge(request, storage, device_id)
+    registration = await hot.read(_REGISTRATION, {"p_device_id": device_id})
+    if not registration:
+        _refuse(request, device_id, "unclaimed_device", "the device is not claimed")
+    tenant_id, enabled = registration[0]
+    if not enabled:
+        _refuse(request, device_id, "device_disabled", "the device is disabled")
+    state.claimed.remember(device_id, tenant_id)
     authority: CertificateAuthority = state.ca
     if authority.cached_issuer(tenant_id, now=now) is None:
         await run_in_threadpool(
             authority.current_issuer, tenant_id, now=now, request_id=request.state.request_id
         )
+    nonces: Nonces = state.nonces
+    nonce = nonces.issue(device_id, now, secrets.token_bytes(8))
     return _json(
         schemas.Challenge(
-            nonce=base64.urlsafe_b64encode(nonce).rstrip(b"=").decode(), expires_at=expires_at
+            nonce=base64.urlsafe_b64encode(nonce).rstrip(b"=").decode(),
+            expires_at=now + NONCE_TTL,
         )
     )
-
-
-def _refuse_challenge(request: Request, storage: Storage, device_id: str) -> NoReturn:
-    with storage.engine.connect() as connection:
-        enabled = connection.execute(
-            select(_DEVICES.c.enabled).where(_DEVICES.c.device_id == device_id)
-        ).scalar()
-    if enabled is None:
-        _refuse(request, device_id, "unclaimed_device", "the device is not claimed")
-    _refuse(request, device_id, "device_disabled", "the device is disabled")
-
-
-def _consume_nonce(transaction: HotTransaction, claims: EvidenceClaims, now: dt.datetime) -> Any:
-    """The tenant the nonce was issued for; `_Refusal` if it is unknown, foreign or stale."""
-    rows = transaction.execute(_USE_NONCE, {"p_nonce": claims.nonce}).rows
-    if not rows:
-        raise _Refusal("unknown_nonce", "the nonce was never issued or is already used")
-    device_id, tenant_id, expires_at = rows[0]
-    if device_id != claims.device_id:
-        raise _Refusal(
-            "nonce_of_another_device", f"the nonce was issued to device {device_id[:16]}…"
-        )
-    if expires_at <= now:
-        raise _Refusal("expired_nonce", f"the nonce expired at {expires_at.isoformat()}")
-    return tenant_id
 
 
 def _record(
@@ -363,8 +339,8 @@ async def evidence(request: Request) -> Response:
 
     The Content-Type's EAT profile picks the verifier: an emulated root of trust's
     evidence, or a TPM's (`formats.tpm_evidence`: the same envelope carrying a quote).
-    One write transaction: use up the nonce, record the verdict and, when the tenant's
-    CA is at hand (the challenge warmed it), sign the certificate.
+    The certificate and credential are signed before the one write transaction, which uses
+    up the nonce and records the verdict.
     """
     body = await read_body(request, MAX_EVIDENCE_SIZE)
     if body is None:
@@ -382,53 +358,55 @@ async def evidence(request: Request) -> Response:
         _refuse(request, None, "invalid_evidence", str(exc))
     except AppraisalError as exc:
         _refuse(request, None, exc.code, exc.detail)
+    nonces: Nonces = state.nonces
+    try:
+        issued_at = nonces.check(claims.nonce, claims.device_id, now)
+    except NonceError as exc:
+        _refuse(request, claims.device_id, exc.code, exc.detail)
+    hot: HotTransactions = state.hot
+    tenant_id = await state.claimed.tenant_of(hot, claims.device_id)
+    if tenant_id is None:
+        _refuse(request, claims.device_id, "unclaimed_device", "the device is not claimed")
     storage: Storage = state.storage
-    authority: CertificateAuthority = state.ca
     release, minimums = state.references.get(storage, claims.os_version, now)
     # A TPM host reports no fuses: its OS is pinned by the PCR reference values alone.
     verdict = _appraisal_code(claims, (release, minimums if tpm is None else {}))
+    grant = None
+    if verdict is None:
+        authority: CertificateAuthority = state.ca
+        issuer = authority.cached_issuer(tenant_id, now=now)
+        if issuer is None:
+            issuer = await run_in_threadpool(
+                authority.current_issuer, tenant_id, now=now, request_id=request.state.request_id
+            )
+        grant = _grant(request, claims, tenant_id, issuer, now)
 
-    def decide(
-        transaction: HotTransaction,
-    ) -> tuple[Any, schemas.AttestationGrant | None, _Refusal | None]:
-        tenant_id: Any = None
+    def decide(transaction: HotTransaction) -> _Refusal | None:
+        values = {"p_device_id": claims.device_id, "p_issued_at": issued_at}
+        if not transaction.execute(_USE_NONCE, values).rowcount:
+            return _Refusal(
+                "unknown_nonce", "the nonce is used, or older than one this device used"
+            )
         try:
-            tenant_id = _consume_nonce(transaction, claims, now)
             if tpm is not None:
                 _check_tpm(transaction, claims, now, tpm)
-            if verdict is not None:
-                _record(transaction, claims, now, code=verdict)
-                raise _Refusal(verdict, "the evidence does not match the registered references")
-            grant = None
-            issuer = authority.cached_issuer(tenant_id, now=now)
-            if issuer is not None:
-                grant = _grant(request, claims, tenant_id, issuer, now)
-            expires_at = None if grant is None else grant.certificate_expires_at
-            if not _record(transaction, claims, now, code=None, certificate_expires_at=expires_at):
-                _record(transaction, claims, now, code="device_disabled")
-                raise _Refusal("device_disabled", "the device is disabled or was never claimed")
         except _Refusal as exc:
-            return tenant_id, None, exc
-        return tenant_id, grant, None
+            return exc
+        if verdict is not None:
+            _record(transaction, claims, now, code=verdict)
+            return _Refusal(verdict, "the evidence does not match the registered references")
+        assert grant is not None  # signed above when there is no verdict
+        expires_at = grant.certificate_expires_at
+        if not _record(transaction, claims, now, code=None, certificate_expires_at=expires_at):
+            _record(transaction, claims, now, code="device_disabled")
+            return _Refusal("device_disabled", "the device is disabled")
+        return None
 
-    hot: HotTransactions = state.hot
     if tpm is None:
-        tenant_id, grant, refusal = await hot.run(decide)
+        refusal = await hot.run(decide)
     else:  # TPM state is stored by code written against a Core connection
-        tenant_id, grant, refusal = await run_in_threadpool(_in_core_transaction, storage, decide)
+        refusal = await run_in_threadpool(_in_core_transaction, storage, decide)
     if refusal is not None:
         _refuse(request, claims.device_id, refusal.code, refusal.detail)
-    if grant is None:
-        issuer = await run_in_threadpool(
-            authority.current_issuer, tenant_id, now=now, request_id=request.state.request_id
-        )
-        grant = _grant(request, claims, tenant_id, issuer, now)
-        expires_at = grant.certificate_expires_at
-
-        def record(transaction: HotTransaction) -> int:
-            return _record(transaction, claims, now, code=None, certificate_expires_at=expires_at)
-
-        recorded = await hot.run(record)
-        if not recorded:
-            _refuse(request, claims.device_id, "device_disabled", "disabled meanwhile")
+    assert grant is not None  # no verdict, no refusal
     return _json(grant)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Dialect, Engine
+from sqlalchemy import Connection, Dialect, Engine, Select
 from sqlalchemy.sql.dml import UpdateBase
 from starlette.concurrency import run_in_threadpool
 
@@ -51,7 +51,7 @@ class _Compiled:
         )
 
 
-def _compile(statement: UpdateBase, dialect: Dialect) -> _Compiled:
+def _compile(statement: UpdateBase | Select[Any], dialect: Dialect) -> _Compiled:
     compiled = statement.compile(dialect=dialect)
     return _Compiled(
         sql=compiled.string,
@@ -74,9 +74,10 @@ def _compile(statement: UpdateBase, dialect: Dialect) -> _Compiled:
 
 @dataclass(slots=True)
 class HotStatement:
-    """A Core DML statement (optionally with RETURNING), compiled at first use per dialect."""
+    """A Core DML statement (optionally with RETURNING) or query, compiled at first use per
+    dialect."""
 
-    statement: UpdateBase
+    statement: UpdateBase | Select[Any]
     _compiled: dict[str, _Compiled] = field(default_factory=dict)
 
     def compiled(self, dialect: Dialect) -> _Compiled:
@@ -174,16 +175,30 @@ class HotTransactions:
 
     async def run(self, work: Callable[[HotTransaction], T]) -> T:
         if self.engine.dialect.name == "sqlite":
-            loop = asyncio.get_running_loop()
-            connection = self._loop_connections.get(loop)
-            if connection is None:
-                connection = self._loop_connections[loop] = self._open_loop_connection()
             try:
-                return _run_sqlite(connection, self.engine.dialect, work)
+                return _run_sqlite(self._loop_connection(), self.engine.dialect, work)
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
                     raise
         return await run_in_threadpool(self.run_in_pool, work)
+
+    async def read(
+        self, statement: HotStatement, values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one query, the same way: a WAL reader waits for nobody but in rare
+        moments (recovery after a crash), and then it reads in the pool."""
+
+        def query(transaction: HotTransaction) -> list[tuple[Any, ...]]:
+            return transaction.execute(statement, values).rows
+
+        if self.engine.dialect.name == "sqlite":
+            cursor = self._loop_connection().cursor()
+            try:
+                return query(HotTransaction(self.engine.dialect, cursor=cursor, connection=None))
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+        return await run_in_threadpool(self.run_in_pool, query)
 
     def run_in_pool(self, work: Callable[[HotTransaction], T]) -> T:
         with hot_transaction(self.engine) as transaction:
@@ -193,6 +208,13 @@ class HotTransactions:
         for connection in list(self._loop_connections.values()):
             connection.close()
         self._loop_connections.clear()
+
+    def _loop_connection(self) -> Any:
+        loop = asyncio.get_running_loop()
+        connection = self._loop_connections.get(loop)
+        if connection is None:
+            connection = self._loop_connections[loop] = self._open_loop_connection()
+        return connection
 
     def _open_loop_connection(self) -> Any:
         pooled = self.engine.raw_connection()

@@ -117,7 +117,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "unexpected error in %s %s (request %s)",
         request.method,
@@ -137,4 +137,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error_response)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, unexpected_error_response)

@@ -101,7 +101,7 @@ def _group_allows_dumps(caller: Any) -> bool:
 async def upload_error_events(request: Request) -> Response:
     """Store a batch of the device's events; retries are stored once; bad events are named.
 
-    A device hot path (`HotPathMiddleware`): the checks come in a `DeviceCaller`'s order
+    A device hot path (a `ServiceApp` front endpoint): the checks come in a `DeviceCaller`'s order
     (credential, registration, then the batch), the registration read in the batch's own
     write transaction.
     """

@@ -174,6 +174,8 @@ class Device(Base):
     last_attestation_code: Mapped[str | None] = mapped_column(String(64))
     os_version: Mapped[str | None] = mapped_column(String(64))
     certificate_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_nonce_issued_at: Mapped[int | None] = mapped_column(BigInteger)
+    """When the newest attestation nonce this device used was issued (µs since the epoch)."""
 
 
 class DeviceTally(Base):
@@ -191,18 +193,6 @@ class DeviceTally(Base):
     dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[str] = mapped_column(String(64), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
-
-
-class AttestationNonce(Base):
-    """A single-use challenge, bound to one device; deleted when used or swept when expired."""
-
-    __tablename__ = "attestation_nonces"
-    __table_args__ = (Index("ix_attestation_nonces_expires_at", "expires_at"),)
-
-    nonce: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
-    device_id: Mapped[str] = mapped_column(String(128))
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
-    expires_at: Mapped[timestamp]
 
 
 class OsRelease(Base):
