@@ -43,7 +43,7 @@ from opensphere.factory import create_manufacturer_ca, load_idevid, manufacture_
 from opensphere.formats.claim import ClaimStatement, encode_claim_statement
 from opensphere.formats.error_events import EventCategory, WireEvent, encode_batch
 from opensphere.rot import EmulatedRootOfTrust
-from opensphere.service.device_auth import CREDENTIAL_KEY_ID, issue_credential
+from opensphere.service.device_auth import CREDENTIAL_KEY_ID, DeviceCredentials
 from opensphere.service.error_reports.models import ErrorEvent, Problem
 from opensphere.service.keystore import FileKeyStore
 from opensphere.service.storage.db import Storage, sqlite_url
@@ -239,8 +239,9 @@ def measure(engine: str, data_dir: Path, database_url: str | None) -> tuple[floa
     with _server(data_dir, port, database_url) as url:
         token = (data_dir / "operator-token").read_text().strip()
         device_id, tenant_id = _claimed_device(url, token, data_dir.parent / "device")
-        credential = issue_credential(
-            FileKeyStore(data_dir / "keys").load(CREDENTIAL_KEY_ID),
+        credential = DeviceCredentials.from_key(
+            FileKeyStore(data_dir / "keys").load(CREDENTIAL_KEY_ID)
+        ).issue(
             device_id=device_id,
             tenant_id=tenant_id,
             expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),

@@ -26,7 +26,7 @@ from opensphere.factory import create_manufacturer_ca, load_idevid, manufacture_
 from opensphere.formats.claim import ClaimStatement, encode_claim_statement
 from opensphere.formats.error_events import EventCategory
 from opensphere.rot import EmulatedRootOfTrust
-from opensphere.service.device_auth import CREDENTIAL_KEY_ID, issue_credential
+from opensphere.service.device_auth import CREDENTIAL_KEY_ID, DeviceCredentials
 from opensphere.service.keystore import FileKeyStore
 from support.service import free_port, running_service
 
@@ -75,8 +75,9 @@ def test_service_killed_during_uploads_stores_every_event_exactly_once(tmp_path:
     with running_service(data, port=port) as service:
         token = service.operator_token_file.read_text().strip()
         device_id, tenant_id = _claimed_device(service.url, token, tmp_path / "device")
-    credential = issue_credential(
-        FileKeyStore(data / "keys").load(CREDENTIAL_KEY_ID),
+    credential = DeviceCredentials.from_key(
+        FileKeyStore(data / "keys").load(CREDENTIAL_KEY_ID)
+    ).issue(
         device_id=device_id,
         tenant_id=tenant_id,
         expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),

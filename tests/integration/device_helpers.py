@@ -188,3 +188,10 @@ def post_evidence(api: Api, evidence: bytes) -> Any:
         content=evidence,
         headers={"Content-Type": "application/eat+cwt"},
     )
+
+
+class BrokenReferences:
+    """Reference values that cannot be read: the failure no device can cause."""
+
+    def get(self, *_: object) -> None:
+        raise RuntimeError("the reference store is on fire")

@@ -19,7 +19,6 @@ from conftest import Api
 from opensphere.factory import create_manufacturer_ca, load_idevid, manufacture_device
 from opensphere.formats.claim import ClaimStatement, encode_claim_statement
 from opensphere.rot import EmulatedRootOfTrust
-from opensphere.service.device_auth import issue_credential
 
 
 @dataclass
@@ -84,8 +83,7 @@ def reporting_devices(
             headers=api.operator,
         )
         assert claimed.status_code == 201, claimed.text
-        credential = issue_credential(
-            api.client.app.state.credential_key,
+        credential = api.client.app.state.credentials.issue(
             device_id=device_id,
             tenant_id=uuid.UUID(tenant["id"]),
             expires_at=now + dt.timedelta(hours=24),

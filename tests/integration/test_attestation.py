@@ -283,7 +283,7 @@ def test_disabled_device_credential_is_refused(fleet: World) -> None:
 
 @pytest.mark.parametrize(
     "credential",
-    ["", "osd1.e30.AAAA", "osd1.not.valid.at.all", "Bearer something", "x" * 2000],
+    ["", "osd2.e30.AAAA", "osd2.not.valid.at.all", "Bearer something", "x" * 2000],
 )
 def test_bad_device_credentials_are_refused(fleet: World, credential: str) -> None:
     me = fleet.api.client.get("/v1/device/me", headers={"Authorization": f"Device {credential}"})

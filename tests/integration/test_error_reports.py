@@ -122,7 +122,7 @@ def test_upload_without_a_credential_is_refused(
 ) -> None:
     body = encode_batch(device.device_id, [crash(clock.now())], sent_at=0)
     assert_problem(api.client.post("/v1/device/error-reports", content=body), 403, "device_refused")
-    forged = {"Authorization": "Device osd1.eyJzdWIiOiJ4In0.AAAA"}
+    forged = {"Authorization": "Device osd2.eyJzdWIiOiJ4In0.AAAA"}
     assert_problem(
         api.client.post("/v1/device/error-reports", content=body, headers=forged),
         403,

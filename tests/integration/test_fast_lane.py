@@ -5,7 +5,9 @@ loopback, the same protocol `sphere server` runs."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,16 +15,27 @@ from pathlib import Path
 
 import httpx
 import pytest
-from device_helpers import new_fleet
+from device_helpers import (
+    BrokenReferences,
+    EmulatedDevice,
+    challenge,
+    make_evidence,
+    new_fleet,
+    post_evidence,
+)
 from helpers import assert_problem
 from update_helpers import Tenancy, on_loopback, tenancy
 
 from conftest import Api, FixedClock
 from opensphere.device.emulator import Fleet
+from opensphere.formats.evidence import MAX_EVIDENCE_SIZE
 
 pytestmark = pytest.mark.filterwarnings("ignore::opensphere.rot.EmulatedRootOfTrustWarning")
 
 UNCOMPARED = {"date", "server", "x-request-id"}  # set by uvicorn, or new on every answer
+CHALLENGE = "/v1/device/attestation/challenge"
+EVIDENCE = "/v1/device/attestation/evidence"
+EVIDENCE_HEADERS = {"Content-Type": "application/eat+cwt"}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +90,10 @@ def _serve(world: Tenancy, keep_alive: int) -> Iterator[Lane]:
             )
     finally:
         del tuf.cached_answer
+
+
+def _without_request_id(document: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in document.items() if key != "request_id"}
 
 
 def _compared(response: httpx.Response) -> dict[str, str]:
@@ -229,3 +246,161 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_lane: L
         assert answers.read(1)[0][0] == 200
         assert lane.answered == [False, True]
         assert sock.recv(1) == b""  # closed by the server after its 1 s keep-alive timeout
+
+
+# --- the attestation lane --------------------------------------------------------------
+
+
+@dataclass
+class Attesting:
+    """A served app whose ASGI way records the paths it answered; a device to attest."""
+
+    base_url: str
+    port: int
+    asgi_paths: list[str]
+    world: Tenancy
+    device: EmulatedDevice
+
+
+@pytest.fixture
+def attesting(api: Api, clock: FixedClock, tmp_path: Path, fleet: Fleet) -> Iterator[Attesting]:
+    world = tenancy(api, clock, tmp_path, fleet)
+    device = world.device()
+    app = api.client.app
+    asgi_paths: list[str] = []
+    answer = app._answer
+
+    async def recording(endpoint, scope, receive, send):  # type: ignore[no-untyped-def]
+        asgi_paths.append(scope["path"])
+        await answer(endpoint, scope, receive, send)
+
+    app._answer = recording
+    try:
+        with on_loopback(app) as base_url:
+            yield Attesting(base_url, int(base_url.rsplit(":", 1)[1]), asgi_paths, world, device)
+    finally:
+        del app._answer
+
+
+def _challenge(client: httpx.Client, attesting: Attesting, **headers: str) -> bytes:
+    response = client.post(
+        attesting.base_url + CHALLENGE,
+        json={"device_id": attesting.device.device_id},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    encoded = response.json()["nonce"]
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+
+
+def _evidence(attesting: Attesting, nonce: bytes) -> bytes:
+    return make_evidence(attesting.device, nonce, attesting.world.clock.now())
+
+
+def test_the_lane_attests_a_device_as_the_asgi_way_does(api: Api, attesting: Attesting) -> None:
+    with httpx.Client() as client:
+        evidence = _evidence(attesting, _challenge(client, attesting, **{"X-Request-ID": "c-1"}))
+        answer = client.post(
+            attesting.base_url + EVIDENCE, content=evidence, headers=EVIDENCE_HEADERS
+        )
+    assert attesting.asgi_paths == []  # both answered by the lane
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert {"date", "server", "x-request-id"} <= set(answer.headers)
+    grant = answer.json()
+    in_process = post_evidence(
+        api, _evidence(attesting, challenge(api, attesting.device.device_id))
+    )
+    assert set(grant) == set(in_process.json())
+    assert grant["device_id"] == attesting.device.device_id
+    me = api.client.get("/v1/device/me", headers={"Authorization": f"Device {grant['credential']}"})
+    assert me.status_code == 200
+
+
+def test_a_refusal_in_the_lane_is_the_asgi_ways_problem_document(
+    api: Api, attesting: Attesting, caplog: pytest.LogCaptureFixture
+) -> None:
+    with httpx.Client() as client:
+        evidence = _evidence(attesting, _challenge(client, attesting))
+        assert (
+            client.post(
+                attesting.base_url + EVIDENCE, content=evidence, headers=EVIDENCE_HEADERS
+            ).status_code
+            == 200
+        )
+        replayed = client.post(
+            attesting.base_url + EVIDENCE, content=evidence, headers=EVIDENCE_HEADERS
+        )
+        malformed = client.post(attesting.base_url + CHALLENGE, content=b"{not json")
+    assert attesting.asgi_paths == []
+    in_process = post_evidence(api, evidence)
+    assert_problem(replayed, 403, "attestation_refused")
+    assert replayed.headers["content-type"] == "application/problem+json"
+    assert _without_request_id(replayed.json()) == _without_request_id(in_process.json())
+    assert replayed.json()["request_id"] == replayed.headers["x-request-id"]
+    assert f"request {replayed.headers['x-request-id']}, device" in caplog.text
+    assert_problem(malformed, 400, "invalid_request")
+
+
+def test_an_unexpected_failure_in_the_lane_is_a_logged_500_problem(
+    api: Api, attesting: Attesting, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.client.app.state.attestation.references = BrokenReferences()
+    with httpx.Client() as client:
+        evidence = _evidence(attesting, _challenge(client, attesting))
+        failed = client.post(
+            attesting.base_url + EVIDENCE, content=evidence, headers=EVIDENCE_HEADERS
+        )
+    assert attesting.asgi_paths == []
+    assert_problem(failed, 500, "internal_error")
+    assert "on fire" not in failed.text
+    assert f"(request {failed.headers['x-request-id']})" in caplog.text
+    assert "the reference store is on fire" in caplog.text
+
+
+def test_bodies_the_lane_does_not_take_go_the_asgi_way(attesting: Attesting) -> None:
+    oversized = b"x" * (MAX_EVIDENCE_SIZE + 1)
+    with httpx.Client() as client:
+        too_big = client.post(
+            attesting.base_url + EVIDENCE, content=oversized, headers=EVIDENCE_HEADERS
+        )
+        nonce = _challenge(client, attesting, Connection="close")
+        chunked = client.post(
+            attesting.base_url + EVIDENCE,
+            content=iter([_evidence(attesting, nonce)]),  # no Content-Length: chunked
+            headers=EVIDENCE_HEADERS,
+        )
+    with socket.create_connection(("127.0.0.1", attesting.port), timeout=10) as sock:
+        body = json.dumps({"device_id": attesting.device.device_id}).encode()
+        sock.sendall(
+            f"POST {CHALLENGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        answers = Answers(sock)
+        continued = answers.read(1)
+        sock.sendall(body)
+        expected = answers.read(1)
+    assert_problem(too_big, 403, "attestation_refused")
+    assert chunked.status_code == 200, chunked.text
+    assert continued[0][0] == 100
+    assert expected[0][0] == 200
+    assert attesting.asgi_paths == [EVIDENCE, CHALLENGE, EVIDENCE, CHALLENGE]
+
+
+def test_requests_pipelined_behind_a_lane_request_wait_their_turn(attesting: Attesting) -> None:
+    body = json.dumps({"device_id": attesting.device.device_id}).encode()
+    challenge_request = (
+        f"POST {CHALLENGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", attesting.port), timeout=10) as sock:
+        sock.sendall(challenge_request + health + challenge_request + challenge_request)
+        answers = Answers(sock).read(4)
+    assert [status for status, _ in answers] == [200, 200, 200, 200]
+    assert answers[1][1] == b'{"status":"ok"}'
+    nonces = [json.loads(body)["nonce"] for status, body in (answers[0], *answers[2:])]
+    assert len(set(nonces)) == 3
+    # The first went the lane; the rest waited behind it and went the ASGI way.
+    assert attesting.asgi_paths == [CHALLENGE, CHALLENGE]

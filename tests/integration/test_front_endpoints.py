@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from device_helpers import challenge, make_evidence, new_fleet, post_evidence
+from device_helpers import BrokenReferences, challenge, make_evidence, new_fleet, post_evidence
 from helpers import assert_problem
 from update_helpers import tenancy
 
@@ -22,13 +22,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     return new_fleet(tmp_path_factory.mktemp("fleet") / "fleet")
 
 
-class BrokenReferences:
-    """Reference values that cannot be read: the failure no device can cause."""
-
-    def get(self, *_: object) -> None:
-        raise RuntimeError("the reference store is on fire")
-
-
 def test_an_unexpected_failure_on_a_hot_path_is_a_logged_500_problem(
     api: Api,
     clock: FixedClock,
@@ -39,7 +32,7 @@ def test_an_unexpected_failure_on_a_hot_path_is_a_logged_500_problem(
     world = tenancy(api, clock, tmp_path, fleet)
     device = world.device()
     evidence = make_evidence(device, challenge(api, device.device_id), clock.now())
-    api.client.app.state.references = BrokenReferences()
+    api.client.app.state.attestation.references = BrokenReferences()
 
     response = post_evidence(api, evidence)
 

@@ -35,7 +35,6 @@ from conftest import Api, FixedClock
 from opensphere.device.emulator import Fleet
 from opensphere.formats.error_events import EventCategory, WireEvent, encode_batch
 from opensphere.service.capabilities import CAPABILITY_KEY_ID
-from opensphere.service.device_auth import issue_credential
 from opensphere.updates.repository import draft_root_rotation
 from support.swtpm import TpmClaims
 
@@ -292,8 +291,7 @@ class World:
             [claim_item(device, self.tenant_id, now)],
             device_group_id=target.device_group_id,
         )
-        credential = issue_credential(
-            self.api.client.app.state.credential_key,
+        credential = self.api.client.app.state.credentials.issue(
             device_id=device.device_id,
             tenant_id=uuid.UUID(self.tenant_id),
             expires_at=now + dt.timedelta(hours=1),

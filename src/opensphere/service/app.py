@@ -188,12 +188,13 @@ def create_app(
 ) -> FastAPI:
     clock = clock or SystemClock()
     credential_key = keys.load_or_create(device_auth.CREDENTIAL_KEY_ID)
+    credentials = device_auth.DeviceCredentials.from_key(credential_key)
     tuf = serving.TufServer(
         storage=storage,
         keys=keys,
         blobs=blobs,
         clock=clock,
-        credential_public_key=credential_key.public_key(),
+        credentials=credentials,
     )
     app = ServiceApp(
         exact={
@@ -218,11 +219,17 @@ def create_app(
     app.state.clock = clock
     app.state.ca = CertificateAuthority(storage=storage, keys=keys)
     app.state.references = attestation.ReferenceCache()
-    app.state.nonces = Nonces.derive(credential_key)
-    app.state.claimed = attestation.ClaimedDevices()
     app.state.hot = HotTransactions(storage.engine)
-    app.state.credential_key = credential_key
-    app.state.credential_public_key = tuf.credential_public_key
+    app.state.attestation = attestation.AttestationService(
+        storage=storage,
+        hot=app.state.hot,
+        authority=app.state.ca,
+        clock=clock,
+        nonces=Nonces.derive(credential_key),
+        credentials=credentials,
+        references=app.state.references,
+    )
+    app.state.credentials = credentials
     install_problem_handlers(app)
     for module in (
         tenants,

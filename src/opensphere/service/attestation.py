@@ -46,7 +46,8 @@ from opensphere.service.appraisal import (
 from opensphere.service.bodies import read_body
 from opensphere.service.ca.authority import CertificateAuthority, CurrentIssuer
 from opensphere.service.ca.core import issue_device_certificate, to_pem
-from opensphere.service.device_auth import CREDENTIAL_LIFETIME, issue_credential
+from opensphere.service.clock import Clock
+from opensphere.service.device_auth import CREDENTIAL_LIFETIME, DeviceCredentials
 from opensphere.service.errors import DeviceRefusedError, InvalidRequestError
 from opensphere.service.hot_statements import HotStatement, HotTransaction, HotTransactions
 from opensphere.service.nonces import NONCE_TTL, NonceError, Nonces
@@ -77,15 +78,13 @@ _REGISTRATION = HotStatement(
         _DEVICES.c.device_id == bindparam("p_device_id")
     )
 )
+_FRESH_NONCE = or_(
+    _DEVICES.c.last_nonce_issued_at.is_(None),
+    _DEVICES.c.last_nonce_issued_at < bindparam("p_issued_at"),
+)
 _USE_NONCE = HotStatement(
     update(_DEVICES)
-    .where(
-        _DEVICES.c.device_id == bindparam("p_device_id"),
-        or_(
-            _DEVICES.c.last_nonce_issued_at.is_(None),
-            _DEVICES.c.last_nonce_issued_at < bindparam("p_issued_at"),
-        ),
-    )
+    .where(_DEVICES.c.device_id == bindparam("p_device_id"), _FRESH_NONCE)
     .values(last_nonce_issued_at=bindparam("p_issued_at"))
 )
 _VERDICT: dict[str, BindParameter[Any]] = {
@@ -99,6 +98,20 @@ _RECORD_PASS = HotStatement(
     .where(_DEVICES.c.device_id == bindparam("p_device_id"), _DEVICES.c.enabled.is_(True))
     .values(**_VERDICT, certificate_expires_at=bindparam("p_certificate_expires_at"))
 )
+# The common case in one statement: a pass, on an enabled device, with a fresh nonce.
+_RECORD_PASS_USING_NONCE = HotStatement(
+    update(_DEVICES)
+    .where(
+        _DEVICES.c.device_id == bindparam("p_device_id"),
+        _DEVICES.c.enabled.is_(True),
+        _FRESH_NONCE,
+    )
+    .values(
+        **_VERDICT,
+        certificate_expires_at=bindparam("p_certificate_expires_at"),
+        last_nonce_issued_at=bindparam("p_issued_at"),
+    )
+)
 _RECORD_FAILURE = HotStatement(
     update(_DEVICES).where(_DEVICES.c.device_id == bindparam("p_device_id")).values(**_VERDICT)
 )
@@ -111,10 +124,10 @@ class _Refusal(Exception):
         self.detail = detail
 
 
-def _refuse(request: Request, device_id: str | None, code: str, detail: str) -> NoReturn:
+def _refuse(request_id: str, device_id: str | None, code: str, detail: str) -> NoReturn:
     log.warning(
         "attestation refused (request %s, device %s): %s: %s",
-        request.state.request_id,
+        request_id,
         "-" if device_id is None else device_id[:16] + "…",
         code,
         detail,
@@ -125,8 +138,12 @@ def _refuse(request: Request, device_id: str | None, code: str, detail: str) -> 
     )
 
 
-def _json(model: schemas.Model) -> Response:
-    return Response(model.__pydantic_serializer__.to_json(model), media_type="application/json")
+def _json(model: schemas.Model) -> bytes:
+    return model.__pydantic_serializer__.to_json(model)
+
+
+def _json_response(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 class ReferenceCache:
@@ -192,58 +209,6 @@ class ClaimedDevices:
         return tenant_id
 
 
-@router.post(
-    "/challenge",
-    response_model=schemas.Challenge,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": schemas.ChallengeRequest.model_json_schema(
-                        ref_template="#/components/schemas/{model}"
-                    )
-                }
-            },
-        }
-    },
-)
-async def challenge(request: Request) -> Response:
-    """A single-use nonce for one device, valid for 60 seconds (no user token: device endpoint)."""
-    body = await read_body(request, MAX_CHALLENGE_BODY)
-    try:
-        if body is None:
-            raise ValueError("the body is too large")
-        device_id = parse_device_id(json.loads(body)["device_id"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidRequestError(
-            'send {"device_id": "<128 lowercase hex characters>"}', code="invalid_request"
-        ) from exc
-    state = request.app.state
-    now: dt.datetime = state.clock.now()
-    hot: HotTransactions = state.hot
-    registration = await hot.read(_REGISTRATION, {"p_device_id": device_id})
-    if not registration:
-        _refuse(request, device_id, "unclaimed_device", "the device is not claimed")
-    tenant_id, enabled = registration[0]
-    if not enabled:
-        _refuse(request, device_id, "device_disabled", "the device is disabled")
-    state.claimed.remember(device_id, tenant_id)
-    authority: CertificateAuthority = state.ca
-    if authority.cached_issuer(tenant_id, now=now) is None:
-        await run_in_threadpool(
-            authority.current_issuer, tenant_id, now=now, request_id=request.state.request_id
-        )
-    nonces: Nonces = state.nonces
-    nonce = nonces.issue(device_id, now, secrets.token_bytes(8))
-    return _json(
-        schemas.Challenge(
-            nonce=base64.urlsafe_b64encode(nonce).rstrip(b"=").decode(),
-            expires_at=now + NONCE_TTL,
-        )
-    )
-
-
 def _record(
     transaction: HotTransaction,
     claims: EvidenceClaims,
@@ -251,8 +216,10 @@ def _record(
     *,
     code: str | None,
     certificate_expires_at: dt.datetime | None = None,
+    nonce_issued_at: int | None = None,
 ) -> int:
-    """Store the verdict; a pass is stored only on a device that is (still) enabled."""
+    """Store the verdict; a pass is stored only on a device that is (still) enabled, and with
+    `nonce_issued_at` only if that nonce is fresh, which it then uses up."""
     values: dict[str, Any] = {
         "p_device_id": claims.device_id,
         "p_at": now,
@@ -265,11 +232,14 @@ def _record(
     if code is not None:
         return transaction.execute(_RECORD_FAILURE, values).rowcount
     values["p_certificate_expires_at"] = certificate_expires_at
-    return transaction.execute(_RECORD_PASS, values).rowcount
+    if nonce_issued_at is None:
+        return transaction.execute(_RECORD_PASS, values).rowcount
+    values["p_issued_at"] = nonce_issued_at
+    return transaction.execute(_RECORD_PASS_USING_NONCE, values).rowcount
 
 
 def _grant(
-    request: Request,
+    credentials: DeviceCredentials,
     claims: EvidenceClaims,
     tenant_id: Any,
     issuer: CurrentIssuer,
@@ -288,8 +258,7 @@ def _grant(
         certificate=to_pem(certificate),
         chain=list(issuer.chain),
         certificate_expires_at=expires_at,
-        credential=issue_credential(
-            request.app.state.credential_key,
+        credential=credentials.issue(
             device_id=claims.device_id,
             tenant_id=tenant_id,
             expires_at=credential_expires_at,
@@ -324,6 +293,172 @@ def _appraisal_code(claims: EvidenceClaims, references: tuple[Any, dict[str, int
     return None
 
 
+class AttestationService:
+    """The attestation hot path, free of the web framework.
+
+    The ASGI routes below and the HTTP server's device lane (`service.fast_lane`) both
+    answer through it: each takes the request body (None when it passed its size limit) and
+    the request id, answers JSON bytes, and raises a `ServiceError` to refuse.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        hot: HotTransactions,
+        authority: CertificateAuthority,
+        clock: Clock,
+        nonces: Nonces,
+        credentials: DeviceCredentials,
+        references: ReferenceCache,
+    ) -> None:
+        self.storage = storage
+        self.hot = hot
+        self.authority = authority
+        self.clock = clock
+        self.nonces = nonces
+        self.credentials = credentials
+        self.references = references
+        self.claimed = ClaimedDevices()
+
+    async def challenge(self, body: bytes | None, request_id: str) -> bytes:
+        """A single-use nonce for one claimed, enabled device, valid for `NONCE_TTL`."""
+        try:
+            if body is None:
+                raise ValueError("the body is too large")
+            device_id = parse_device_id(json.loads(body)["device_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidRequestError(
+                'send {"device_id": "<128 lowercase hex characters>"}', code="invalid_request"
+            ) from exc
+        now = self.clock.now()
+        registration = await self.hot.read(_REGISTRATION, {"p_device_id": device_id})
+        if not registration:
+            _refuse(request_id, device_id, "unclaimed_device", "the device is not claimed")
+        tenant_id, enabled = registration[0]
+        if not enabled:
+            _refuse(request_id, device_id, "device_disabled", "the device is disabled")
+        self.claimed.remember(device_id, tenant_id)
+        if self.authority.cached_issuer(tenant_id, now=now) is None:
+            await run_in_threadpool(
+                self.authority.current_issuer, tenant_id, now=now, request_id=request_id
+            )
+        nonce = self.nonces.issue(device_id, now, secrets.token_bytes(8))
+        return _json(
+            schemas.Challenge(
+                nonce=base64.urlsafe_b64encode(nonce).rstrip(b"=").decode(),
+                expires_at=now + NONCE_TTL,
+            )
+        )
+
+    async def evidence(self, body: bytes | None, content_type: str, request_id: str) -> bytes:
+        """Appraise signed evidence (EAT in COSE_Sign1); answer a 24-hour device certificate.
+
+        The Content-Type's EAT profile picks the verifier: an emulated root of trust's
+        evidence, or a TPM's (`formats.tpm_evidence`: the same envelope carrying a quote).
+        The certificate and credential are signed before the one write transaction, which
+        uses up the nonce and records the verdict.
+        """
+        if body is None:
+            _refuse(
+                request_id, None, "oversized_evidence", f"evidence over {MAX_EVIDENCE_SIZE} bytes"
+            )
+        now = self.clock.now()
+        tpm: TpmEvidence | None = None
+        try:
+            if content_type == TPM_EVIDENCE_CONTENT_TYPE:
+                tpm = verify_tpm_evidence(body)
+                claims = tpm.as_evidence_claims()
+            else:
+                claims = verify_device_evidence(body, now=int(now.timestamp()))
+        except FormatError as exc:
+            _refuse(request_id, None, "invalid_evidence", str(exc))
+        except AppraisalError as exc:
+            _refuse(request_id, None, exc.code, exc.detail)
+        try:
+            issued_at = self.nonces.check(claims.nonce, claims.device_id, now)
+        except NonceError as exc:
+            _refuse(request_id, claims.device_id, exc.code, exc.detail)
+        tenant_id = await self.claimed.tenant_of(self.hot, claims.device_id)
+        if tenant_id is None:
+            _refuse(request_id, claims.device_id, "unclaimed_device", "the device is not claimed")
+        release, minimums = self.references.get(self.storage, claims.os_version, now)
+        # A TPM host reports no fuses: its OS is pinned by the PCR reference values alone.
+        verdict = _appraisal_code(claims, (release, minimums if tpm is None else {}))
+        grant = None
+        if verdict is None:
+            issuer = self.authority.cached_issuer(tenant_id, now=now)
+            if issuer is None:
+                issuer = await run_in_threadpool(
+                    self.authority.current_issuer, tenant_id, now=now, request_id=request_id
+                )
+            grant = _grant(self.credentials, claims, tenant_id, issuer, now)
+
+        def decide(transaction: HotTransaction) -> _Refusal | None:
+            if grant is not None and tpm is None:
+                expires_at = grant.certificate_expires_at
+                if _record(
+                    transaction,
+                    claims,
+                    now,
+                    code=None,
+                    certificate_expires_at=expires_at,
+                    nonce_issued_at=issued_at,
+                ):
+                    return None  # otherwise the steps below tell why
+            values = {"p_device_id": claims.device_id, "p_issued_at": issued_at}
+            if not transaction.execute(_USE_NONCE, values).rowcount:
+                return _Refusal(
+                    "unknown_nonce", "the nonce is used, or older than one the device used"
+                )
+            try:
+                if tpm is not None:
+                    _check_tpm(transaction, claims, now, tpm)
+            except _Refusal as exc:
+                return exc
+            if verdict is not None:
+                _record(transaction, claims, now, code=verdict)
+                return _Refusal(verdict, "the evidence does not match the registered references")
+            assert grant is not None  # signed above when there is no verdict
+            expires_at = grant.certificate_expires_at
+            if not _record(transaction, claims, now, code=None, certificate_expires_at=expires_at):
+                _record(transaction, claims, now, code="device_disabled")
+                return _Refusal("device_disabled", "the device is disabled")
+            return None
+
+        if tpm is None:
+            refusal = await self.hot.run(decide)
+        else:  # TPM state is stored by code written against a Core connection
+            refusal = await run_in_threadpool(_in_core_transaction, self.storage, decide)
+        if refusal is not None:
+            _refuse(request_id, claims.device_id, refusal.code, refusal.detail)
+        assert grant is not None  # no verdict, no refusal
+        return _json(grant)
+
+
+@router.post(
+    "/challenge",
+    response_model=schemas.Challenge,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": schemas.ChallengeRequest.model_json_schema(
+                        ref_template="#/components/schemas/{model}"
+                    )
+                }
+            },
+        }
+    },
+)
+async def challenge(request: Request) -> Response:
+    """A single-use nonce for one device, valid for 60 seconds (no user token: device endpoint)."""
+    service: AttestationService = request.app.state.attestation
+    body = await read_body(request, MAX_CHALLENGE_BODY)
+    return _json_response(await service.challenge(body, request.state.request_id))
+
+
 @router.post(
     "/evidence",
     response_model=schemas.AttestationGrant,
@@ -335,78 +470,8 @@ def _appraisal_code(claims: EvidenceClaims, references: tuple[Any, dict[str, int
     },
 )
 async def evidence(request: Request) -> Response:
-    """Appraise signed evidence (EAT in COSE_Sign1) and answer a 24-hour device certificate.
-
-    The Content-Type's EAT profile picks the verifier: an emulated root of trust's
-    evidence, or a TPM's (`formats.tpm_evidence`: the same envelope carrying a quote).
-    The certificate and credential are signed before the one write transaction, which uses
-    up the nonce and records the verdict.
-    """
+    """Appraise signed evidence (EAT in COSE_Sign1) and answer a 24-hour device certificate."""
+    service: AttestationService = request.app.state.attestation
     body = await read_body(request, MAX_EVIDENCE_SIZE)
-    if body is None:
-        _refuse(request, None, "oversized_evidence", f"evidence over {MAX_EVIDENCE_SIZE} bytes")
-    state = request.app.state
-    now: dt.datetime = state.clock.now()
-    tpm: TpmEvidence | None = None
-    try:
-        if request.headers.get("content-type") == TPM_EVIDENCE_CONTENT_TYPE:
-            tpm = verify_tpm_evidence(body)
-            claims = tpm.as_evidence_claims()
-        else:
-            claims = verify_device_evidence(body, now=int(now.timestamp()))
-    except FormatError as exc:
-        _refuse(request, None, "invalid_evidence", str(exc))
-    except AppraisalError as exc:
-        _refuse(request, None, exc.code, exc.detail)
-    nonces: Nonces = state.nonces
-    try:
-        issued_at = nonces.check(claims.nonce, claims.device_id, now)
-    except NonceError as exc:
-        _refuse(request, claims.device_id, exc.code, exc.detail)
-    hot: HotTransactions = state.hot
-    tenant_id = await state.claimed.tenant_of(hot, claims.device_id)
-    if tenant_id is None:
-        _refuse(request, claims.device_id, "unclaimed_device", "the device is not claimed")
-    storage: Storage = state.storage
-    release, minimums = state.references.get(storage, claims.os_version, now)
-    # A TPM host reports no fuses: its OS is pinned by the PCR reference values alone.
-    verdict = _appraisal_code(claims, (release, minimums if tpm is None else {}))
-    grant = None
-    if verdict is None:
-        authority: CertificateAuthority = state.ca
-        issuer = authority.cached_issuer(tenant_id, now=now)
-        if issuer is None:
-            issuer = await run_in_threadpool(
-                authority.current_issuer, tenant_id, now=now, request_id=request.state.request_id
-            )
-        grant = _grant(request, claims, tenant_id, issuer, now)
-
-    def decide(transaction: HotTransaction) -> _Refusal | None:
-        values = {"p_device_id": claims.device_id, "p_issued_at": issued_at}
-        if not transaction.execute(_USE_NONCE, values).rowcount:
-            return _Refusal(
-                "unknown_nonce", "the nonce is used, or older than one this device used"
-            )
-        try:
-            if tpm is not None:
-                _check_tpm(transaction, claims, now, tpm)
-        except _Refusal as exc:
-            return exc
-        if verdict is not None:
-            _record(transaction, claims, now, code=verdict)
-            return _Refusal(verdict, "the evidence does not match the registered references")
-        assert grant is not None  # signed above when there is no verdict
-        expires_at = grant.certificate_expires_at
-        if not _record(transaction, claims, now, code=None, certificate_expires_at=expires_at):
-            _record(transaction, claims, now, code="device_disabled")
-            return _Refusal("device_disabled", "the device is disabled")
-        return None
-
-    if tpm is None:
-        refusal = await hot.run(decide)
-    else:  # TPM state is stored by code written against a Core connection
-        refusal = await run_in_threadpool(_in_core_transaction, storage, decide)
-    if refusal is not None:
-        _refuse(request, claims.device_id, refusal.code, refusal.detail)
-    assert grant is not None  # no verdict, no refusal
-    return _json(grant)
+    content_type = request.headers.get("content-type", "")
+    return _json_response(await service.evidence(body, content_type, request.state.request_id))

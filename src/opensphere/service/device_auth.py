@@ -1,13 +1,14 @@
 """The device credential: what a device that passed attestation sends to the device endpoints.
 
-It is a short-lived bearer token, `osd1.<payload>.<signature>`: the payload is JSON
-`{"sub": device ID, "tid": tenant ID, "exp": unix seconds}` in base64url, and the
-signature is ES256 (raw r‖s, base64url) over `osd1.<payload>` by the service's
-device-credential key (kept in the key store). It works over plain HTTP on loopback, needs
-no TLS client-certificate plumbing in front of the service, and any service process can
-check it with the public key alone. It is not a secret worth more than a day: it expires
-with the device certificate, and `device_context` re-checks the registry on every request,
-so disabling a device takes effect at once.
+It is a short-lived bearer token, `osd2.<payload>.<tag>`: the payload is JSON
+`{"sub": device ID, "tid": tenant ID, "exp": unix seconds}` in base64url, and the tag is an
+HMAC-SHA256 (base64url) over `osd2.<payload>` under a key derived from the service's
+device-credential key (kept in the key store). Only the service checks it, so a MAC does
+what a signature would at a fraction of the cost (every attestation issues one); every
+service process sharing the key store can issue and check it. It works over plain HTTP on
+loopback and needs no TLS client-certificate plumbing in front of the service. It is not a
+secret worth more than a day: it expires with the device certificate, and `device_context`
+re-checks the registry on every request, so disabling a device takes effect at once.
 """
 
 from __future__ import annotations
@@ -15,22 +16,21 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hmac
 import json
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, NoReturn
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opensphere.api import schemas
-from opensphere.formats.errors import FormatError
-from opensphere.formats.signatures import raw_signature_from_der, verify_es256
 from opensphere.service.deps import db_session
+from opensphere.service.derived_keys import derive_mac_key
 from opensphere.service.errors import DeviceRefusedError
 from opensphere.service.storage.models import Device
 
@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 CREDENTIAL_KEY_ID = "device-credential"
 CREDENTIAL_LIFETIME = dt.timedelta(hours=24)
-_PREFIX = b"osd1"
+_PREFIX = b"osd2"
+_KEY_INFO = b"opensphere device credential v2"
 _MAX_CREDENTIAL_LENGTH = 1024
 _SCHEME = "device "
 
@@ -64,45 +65,52 @@ def _unb64(data: bytes) -> bytes:
     return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
 
 
-def issue_credential(
-    key: ec.EllipticCurvePrivateKey,
-    *,
-    device_id: str,
-    tenant_id: uuid.UUID,
-    expires_at: dt.datetime,
-) -> str:
-    payload = json.dumps(
-        {"sub": device_id, "tid": str(tenant_id), "exp": int(expires_at.timestamp())},
-        separators=(",", ":"),
-    ).encode()
-    signing_input = _PREFIX + b"." + _b64(payload)
-    signature = raw_signature_from_der(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-    return (signing_input + b"." + _b64(signature)).decode()
+class DeviceCredentials:
+    """Issues and checks device credentials under the service's credential MAC key."""
 
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
 
-def verify_credential(
-    credential: str, public_key: ec.EllipticCurvePublicKey, *, now: dt.datetime
-) -> DeviceCredential:
-    """The credential's claims if the service signed it and it has not expired."""
-    raw = credential.encode()
-    parts = raw.split(b".")
-    if len(raw) > _MAX_CREDENTIAL_LENGTH or len(parts) != 3 or parts[0] != _PREFIX:
-        raise CredentialError("not an osd1 device credential")
-    try:
-        verify_es256(public_key, parts[0] + b"." + parts[1], _unb64(parts[2]))
-        payload = json.loads(_unb64(parts[1]))
-        credential_claims = DeviceCredential(
-            device_id=str(payload["sub"]),
-            tenant_id=uuid.UUID(str(payload["tid"])),
-            expires_at=dt.datetime.fromtimestamp(int(payload["exp"]), dt.UTC),
-        )
-    except FormatError as exc:
-        raise CredentialError(f"the credential's signature is not the service's: {exc}") from exc
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise CredentialError("the credential is malformed") from exc
-    if credential_claims.expires_at <= now:
-        raise CredentialError(f"the credential expired at {credential_claims.expires_at}")
-    return credential_claims
+    @classmethod
+    def from_key(cls, credential_key: ec.EllipticCurvePrivateKey) -> DeviceCredentials:
+        """With the MAC key derived from the key store's device-credential key."""
+        return cls(derive_mac_key(credential_key, _KEY_INFO))
+
+    def issue(self, *, device_id: str, tenant_id: uuid.UUID, expires_at: dt.datetime) -> str:
+        payload = json.dumps(
+            {"sub": device_id, "tid": str(tenant_id), "exp": int(expires_at.timestamp())},
+            separators=(",", ":"),
+        ).encode()
+        tagged = _PREFIX + b"." + _b64(payload)
+        return (tagged + b"." + _b64(self._tag(tagged))).decode()
+
+    def verify(self, credential: str, *, now: dt.datetime) -> DeviceCredential:
+        """The credential's claims if the service issued it and it has not expired."""
+        raw = credential.encode()
+        parts = raw.split(b".")
+        if len(raw) > _MAX_CREDENTIAL_LENGTH or len(parts) != 3 or parts[0] != _PREFIX:
+            raise CredentialError("not an osd2 device credential")
+        try:
+            tag = _unb64(parts[2])
+        except (binascii.Error, ValueError) as exc:
+            raise CredentialError("the credential is malformed") from exc
+        if not hmac.compare_digest(tag, self._tag(parts[0] + b"." + parts[1])):
+            raise CredentialError("the credential was not issued by this service")
+        try:
+            payload = json.loads(_unb64(parts[1]))
+            claims = DeviceCredential(
+                device_id=str(payload["sub"]),
+                tenant_id=uuid.UUID(str(payload["tid"])),
+                expires_at=dt.datetime.fromtimestamp(int(payload["exp"]), dt.UTC),
+            )
+        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+            raise CredentialError("the credential is malformed") from exc
+        if claims.expires_at <= now:
+            raise CredentialError(f"the credential expired at {claims.expires_at}")
+        return claims
+
+    def _tag(self, tagged: bytes) -> bytes:
+        return hmac.digest(self._secret, tagged, "sha256")
 
 
 def refuse_device(request_id: str, reason: str, *, code: str = "device_refused") -> NoReturn:
@@ -132,9 +140,8 @@ def request_credential(request: Request, now: dt.datetime) -> DeviceCredential:
     if header[: len(_SCHEME)].lower() != _SCHEME:
         refuse_device(request_id, "no 'Authorization: Device <credential>' header")
     try:
-        return verify_credential(
-            header[len(_SCHEME) :].strip(), request.app.state.credential_public_key, now=now
-        )
+        credentials: DeviceCredentials = request.app.state.credentials
+        return credentials.verify(header[len(_SCHEME) :].strip(), now=now)
     except CredentialError as exc:
         refuse_device(request_id, f"bad device credential: {exc}")
 

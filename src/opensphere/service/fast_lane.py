@@ -1,17 +1,27 @@
-"""The HTTP server of `sphere server`: uvicorn, with a fast lane for no-change update checks.
+"""The HTTP server of `sphere server`: uvicorn, with fast lanes for the device hot paths.
 
-Every device checks for updates regularly and almost always learns that nothing changed. Once
-its credential, registry entry and its tenant's latest `timestamp.json` are in this process's
-caches, the answer is a few bytes the service already holds; what it costs is the road to it
-(uvicorn's request cycle, an asyncio task, the ASGI messages), several times the answer.
-`FastLaneProtocol` is uvicorn's httptools protocol that, once a request's headers are parsed,
-asks `TufServer.cached_answer` and writes its answer straight to the connection; every other
-request, and every check that the caches cannot answer alone, takes the ordinary ASGI way.
+Every device checks for updates regularly and attests daily and at boot; those requests are
+most of a fleet's traffic. What they cost beyond their own work is the road to it: uvicorn's
+request cycle, an asyncio task, the ASGI messages, Starlette's request and response objects,
+two socket writes per answer. `FastLaneProtocol` is uvicorn's httptools protocol with two
+lanes that skip that road once a request's headers are parsed:
+
+- a no-change update check that `TufServer.cached_answer` answers from this process's caches
+  is answered at once, in the parser's callback;
+- the attestation challenge and evidence (`DeviceLane`s) are read whole and handed to the
+  service's framework-free handler (`AttestationService`), whose answer or problem document
+  goes out in one write.
+
+Every other request, and every one a lane does not take (a check the caches cannot answer, a
+body without a Content-Length or over the limit, `Expect: 100-continue`, HTTP/1.0 or
+`Connection: close`), takes the ordinary ASGI way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -19,82 +29,239 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr
 
+from opensphere.formats.evidence import MAX_EVIDENCE_SIZE
+from opensphere.service.attestation import MAX_CHALLENGE_BODY, AttestationService
+from opensphere.service.errors import AuthenticationError, ServiceError
+from opensphere.service.problems import (
+    PROBLEM_MEDIA_TYPE,
+    UNEXPECTED_DETAIL,
+    log_unexpected,
+    problem_document,
+    status_for,
+)
 from opensphere.service.request_ids import request_id_from
 from opensphere.service.updates.serving import TUF_PREFIX
 
 CachedAnswer = Callable[[bytes, list[tuple[bytes, bytes]]], tuple[int, bytes, bytes] | None]
+LaneAnswer = Callable[[bytes, list[tuple[bytes, bytes]], str], Awaitable[bytes]]
+
+CHALLENGE_PATH = b"/v1/device/attestation/challenge"
+EVIDENCE_PATH = b"/v1/device/attestation/evidence"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLane:
+    """A POST whose whole body (at most `limit` bytes) `answer` turns into JSON or a refusal."""
+
+    limit: int
+    answer: LaneAnswer
 
 
 def server_config(app: FastAPI, **options: Any) -> uvicorn.Config:
-    """uvicorn's configuration for serving `app` (made by `create_app`) with its fast lane."""
+    """uvicorn's configuration for serving `app` (made by `create_app`) with its fast lanes."""
+    attestation: AttestationService = app.state.attestation
+
+    async def challenge(body: bytes, _: list[tuple[bytes, bytes]], request_id: str) -> bytes:
+        return await attestation.challenge(body, request_id)
+
+    async def evidence(body: bytes, headers: list[tuple[bytes, bytes]], request_id: str) -> bytes:
+        content_type = _header(headers, b"content-type").decode("latin-1")
+        return await attestation.evidence(body, content_type, request_id)
+
     protocol = type(
         "FastLaneProtocol",
         (FastLaneProtocol,),
-        {"prefix": TUF_PREFIX.encode(), "cached_answer": staticmethod(app.state.tuf.cached_answer)},
+        {
+            "prefix": TUF_PREFIX.encode(),
+            "cached_answer": staticmethod(app.state.tuf.cached_answer),
+            "lanes": {
+                CHALLENGE_PATH: DeviceLane(MAX_CHALLENGE_BODY, challenge),
+                EVIDENCE_PATH: DeviceLane(MAX_EVIDENCE_SIZE, evidence),
+            },
+        },
     )
     return uvicorn.Config(app, http=protocol, **options)
 
 
-class FastLaneProtocol(HttpToolsProtocol):
-    """Answers GETs under `prefix` that `cached_answer` can answer, right after their headers.
+class _Event:
+    def set(self) -> None:
+        """uvicorn wakes a cycle's reader on a lost connection; a lane has none."""
 
-    The answer is only written when uvicorn itself would write it at once: HTTP/1.1 keep-alive,
-    nothing pipelined or in flight on the connection, no back-pressure. The answer carries
-    uvicorn's default headers (date, server) and the request id, and is access-logged if
-    uvicorn's access log is on, as the ASGI way's is.
+
+class _LaneExchange:
+    """A device-lane request in flight.
+
+    It takes uvicorn's `cycle` slot while its answer is pending, so a request pipelined
+    behind it waits its turn as behind any other, and a shutdown reaches it (`keep_alive`).
+    """
+
+    message_event = _Event()
+
+    def __init__(self, lane: DeviceLane, url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.lane = lane
+        self.url = url
+        self.headers = headers
+        self.body = bytearray()
+        self.keep_alive = True
+        self.response_complete = False
+        self.disconnected = False
+
+
+class FastLaneProtocol(HttpToolsProtocol):
+    """Takes what its lanes can answer out of uvicorn's request cycle (see the module).
+
+    An answer is written only where uvicorn itself would write one at once: HTTP/1.1
+    keep-alive, nothing in flight on the connection, no back-pressure. It carries uvicorn's
+    default headers (date, server) and the request id, and is access-logged if uvicorn's
+    access log is on, as the ASGI way's is.
     """
 
     prefix: bytes
     cached_answer: CachedAnswer
+    lanes: dict[bytes, DeviceLane]
     answered = False
+    parsing: _LaneExchange | None = None
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.answered = False
+        self.parsing = None
 
     def on_headers_complete(self) -> None:
+        self._unset_keepalive_if_required()  # armed by an answered request in the same data
         if (
-            self.url.startswith(self.prefix)
-            and self.parser.get_method() == b"GET"
-            and (self.cycle is None or self.cycle.response_complete)
+            (self.cycle is None or self.cycle.response_complete)
             and not self.pipeline
             and not self.flow.write_paused
             and self.parser.should_keep_alive()
             and self.parser.get_http_version() == "1.1"
         ):
-            answer = self.cached_answer(self.url, self.headers)
-            if answer is not None:
-                self._write(*answer)
-                return
-        self._unset_keepalive_if_required()  # armed by an answered request in the same data
+            method = self.parser.get_method()
+            if method == b"GET" and self.url.startswith(self.prefix):
+                answer = self.cached_answer(self.url, self.headers)
+                if answer is not None:
+                    self.answered = True
+                    self._write(*answer, request_id_from(self.headers).encode())
+                    return
+            elif method == b"POST":
+                lane = self.lanes.get(self.url)
+                if lane is not None and not self.expect_100_continue and _fits(self.headers, lane):
+                    self.parsing = _LaneExchange(lane, self.url, self.headers)
+                    self.cycle = self.parsing  # type: ignore[assignment]
+                    return
         super().on_headers_complete()
 
-    def _write(self, status: int, header_lines: bytes, body: bytes) -> None:
-        self.answered = True
-        content = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            content += (name, b": ", value, b"\r\n")
-        request_id = request_id_from(self.headers).encode()
-        content += (header_lines, b"x-request-id: ", request_id, b"\r\n\r\n", body)
-        self.transport.write(b"".join(content))
-        self.server_state.total_requests += 1
-        if self.access_log:
-            self.access_logger.info(
-                '%s - "GET %s HTTP/1.1" %d',
-                get_client_addr(self.scope),
-                self.url.decode("latin-1"),
-                status,
-            )
-
     def on_body(self, body: bytes) -> None:
-        if not self.answered:
+        if self.parsing is not None:
+            self.parsing.body += body  # bounded: the Content-Length fits the lane's limit
+        elif not self.answered:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self.answered:
+        exchange = self.parsing
+        if exchange is not None:
+            self.parsing = None
+            task = self.loop.create_task(self._answer(exchange))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+        elif not self.answered:
             super().on_message_complete()
         elif not self.transport.is_closing():
-            self._unset_keepalive_if_required()
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+
+    async def _answer(self, exchange: _LaneExchange) -> None:
+        request_id = request_id_from(exchange.headers)
+        try:
+            body = await exchange.lane.answer(bytes(exchange.body), exchange.headers, request_id)
+            status, lines = 200, b"content-type: application/json\r\n"
+        except Exception as exc:  # every failure is answered, none escapes to uvicorn
+            status, lines, body = _problem(exchange, request_id, exc)
+        exchange.response_complete = True
+        if self.transport.is_closing():
+            return
+        if not exchange.keep_alive:  # the server is shutting down
+            lines += b"connection: close\r\n"
+        lines += b"content-length: " + str(len(body)).encode() + b"\r\n"
+        self._write(status, lines, body, request_id.encode(), path=exchange.url, method="POST")
+        if not exchange.keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # counts it, resumes reading, starts what was pipelined
+
+    def _write(
+        self,
+        status: int,
+        header_lines: bytes,
+        body: bytes,
+        request_id: bytes,
+        *,
+        path: bytes | None = None,
+        method: str = "GET",
+    ) -> None:
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        content += (header_lines, b"x-request-id: ", request_id, b"\r\n\r\n", body)
+        self.transport.write(b"".join(content))
+        if method == "GET":
+            self.server_state.total_requests += 1
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/1.1" %d',
+                get_client_addr(self.scope),
+                method,
+                (path or self.url).decode("latin-1"),
+                status,
+            )
+
+
+def _fits(headers: list[tuple[bytes, bytes]], lane: DeviceLane) -> bool:
+    """A body of declared length within the lane's limit, not chunked."""
+    length = None
+    for name, value in headers:
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                return False
+            length = int(value)
+        elif name == b"transfer-encoding":
+            return False
+    return length is not None and length <= lane.limit
+
+
+def _problem(exchange: _LaneExchange, request_id: str, exc: Exception) -> tuple[int, bytes, bytes]:
+    """The problem document the ASGI way would answer for `exc` (see `service.problems`)."""
+    path = exchange.url.decode("latin-1")
+    lines = b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n"
+    if isinstance(exc, ServiceError):
+        status = status_for(exc)
+        extra = {} if exc.errors is None else {"errors": exc.errors}
+        document = problem_document(
+            status=status,
+            code=exc.code,
+            detail=exc.detail,
+            instance=path,
+            request_id=request_id,
+            **extra,
+        )
+        if isinstance(exc, AuthenticationError):
+            lines += b"www-authenticate: Bearer\r\n"
+    else:
+        log_unexpected("POST", path, request_id, exc)
+        status = 500
+        document = problem_document(
+            status=500,
+            code="internal_error",
+            detail=UNEXPECTED_DETAIL,
+            instance=path,
+            request_id=request_id,
+        )
+    body = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return status, lines, body.encode()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    for key, value in headers:
+        if key == name:
+            return value
+    return b""

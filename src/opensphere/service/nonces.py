@@ -3,8 +3,8 @@
 A nonce is `issued_at ‖ random ‖ service tag ‖ device tag` (8 + 8 + 8 + 8 bytes):
 `issued_at` is when the service issued it (microseconds since the epoch, big-endian, strictly
 increasing within a process, so that two nonces of one device are never issued "at once"); the
-service tag is an HMAC-SHA256 over the first two parts, the device tag one over them and the
-device ID, both truncated to 64 bits, under a key derived from the service's credential key.
+service tag is a 64-bit keyed BLAKE2b MAC of the first two parts, the device tag one of them
+and the device ID, under a key derived from the service's credential key.
 Any process sharing the key store checks a nonce without the database: the service tag says
 this service issued it (within `NONCE_TTL`), the device tag that it was issued to this device.
 Single use is the storage's part: a device's nonces are used in the order they were issued,
@@ -18,9 +18,9 @@ import hashlib
 import hmac
 from typing import Final
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from opensphere.service.derived_keys import derive_mac_key
 
 NONCE_SIZE: Final = 32
 NONCE_TTL: Final = dt.timedelta(seconds=60)
@@ -49,9 +49,7 @@ class Nonces:
     @classmethod
     def derive(cls, credential_key: ec.EllipticCurvePrivateKey) -> Nonces:
         """With a key derived from the credential key, which every service process shares."""
-        private_value = credential_key.private_numbers().private_value.to_bytes(32, "big")
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO)
-        return cls(hkdf.derive(private_value))
+        return cls(derive_mac_key(credential_key, _KEY_INFO))
 
     def issue(self, device_id: str, now: dt.datetime, random: bytes) -> bytes:
         """A nonce for `device_id`, issued at `now`; `random` is 8 fresh random bytes."""
@@ -83,11 +81,15 @@ class Nonces:
         return issued_at
 
     def _service_tag(self, head: bytes) -> bytes:
-        return hmac.digest(self.secret, b"service\x00" + head, hashlib.sha256)[:_TAG_SIZE]
+        return hashlib.blake2b(
+            head, key=self.secret, digest_size=_TAG_SIZE, person=b"service"
+        ).digest()
 
     def _device_tag(self, head: bytes, device_id: str) -> bytes:
-        message = b"device\x00" + head + device_id.encode("ascii")
-        return hmac.digest(self.secret, message, hashlib.sha256)[:_TAG_SIZE]
+        message = head + device_id.encode("ascii")
+        return hashlib.blake2b(
+            message, key=self.secret, digest_size=_TAG_SIZE, person=b"device"
+        ).digest()
 
 
 def _microseconds(moment: dt.datetime) -> int:

@@ -41,6 +41,21 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
+def problem_document(
+    *, status: int, code: str, detail: str, instance: str, request_id: str | None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": instance,
+        "request_id": request_id,
+        **extra,
+    }
+
+
 def problem_response(
     request: Request,
     *,
@@ -50,20 +65,18 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + code,
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        "instance": request.url.path,
-        "request_id": getattr(request.state, "request_id", None),
+    body = problem_document(
+        status=status,
+        code=code,
+        detail=detail,
+        instance=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
         **extra,
-    }
+    )
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def _status_for(error: ServiceError) -> int:
+def status_for(error: ServiceError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
@@ -79,7 +92,7 @@ async def service_error_response(request: Request, exc: Exception) -> JSONRespon
     extra = {} if exc.errors is None else {"errors": exc.errors}
     return problem_response(
         request,
-        status=_status_for(exc),
+        status=status_for(exc),
         code=exc.code,
         detail=exc.detail,
         headers=headers,
@@ -117,20 +130,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+UNEXPECTED_DETAIL = (
+    "the service failed unexpectedly; the operator can find the request id in its log"
+)
+
+
+def log_unexpected(method: str, path: str, request_id: str, exc: Exception) -> None:
+    log.error("unexpected error in %s %s (request %s)", method, path, request_id, exc_info=exc)
+
+
 async def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
-    log.error(
-        "unexpected error in %s %s (request %s)",
-        request.method,
-        request.url.path,
-        getattr(request.state, "request_id", "-"),
-        exc_info=exc,
-    )
-    return problem_response(
-        request,
-        status=500,
-        code="internal_error",
-        detail="the service failed unexpectedly; the operator can find the request id in its log",
-    )
+    log_unexpected(request.method, request.url.path, getattr(request.state, "request_id", "-"), exc)
+    return problem_response(request, status=500, code="internal_error", detail=UNEXPECTED_DETAIL)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -3,8 +3,9 @@
 `GET /v1/device/tuf/{tenant}/metadata/{name}` and `/targets/{path}` are what python-tuf's
 ngclient fetches (consistent snapshots, see `opensphere.updates.static`). Every device checks
 for updates regularly and almost always finds nothing new, so the check is cheap: `TufServer`
-answers them in front of FastAPI's whole stack (`ServiceApp.front`), verifies the device
-credential once per credential (the signature is cached until the credential expires) and the
+answers them in front of FastAPI's whole stack (a `ServiceApp` front route; under `sphere
+server` the HTTP server answers from `cached_answer` first, `service.fast_lane`), verifies the
+device credential once per credential (its claims are cached until it expires) and the
 device's registry entry at most once a second per process (this process forgets it at once
 when it changes it, so a disabled device is refused within a second anywhere), and answers from
 an in-process cache of the latest metadata bytes per tenant. Versioned names never change, so
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, cast
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import Table, bindparam, exists, select, union_all
@@ -46,8 +46,8 @@ from opensphere.service.device_auth import (
     CredentialError,
     DeviceCaller,
     DeviceCredential,
+    DeviceCredentials,
     refuse_device,
-    verify_credential,
 )
 from opensphere.service.errors import NotFoundError
 from opensphere.service.keystore import KeyStore
@@ -176,13 +176,13 @@ class TufServer:
         keys: KeyStore,
         blobs: BlobStore,
         clock: Clock,
-        credential_public_key: ec.EllipticCurvePublicKey,
+        credentials: DeviceCredentials,
     ) -> None:
         self.storage = storage
         self.keys = keys
         self.blobs = blobs
         self.clock = clock
-        self.credential_public_key = credential_public_key
+        self.credentials = credentials
         self._heads: dict[uuid.UUID, _Head] = {}
         self._files: OrderedDict[tuple[uuid.UUID, str], bytes] = OrderedDict()
         self._credentials: dict[bytes, DeviceCredential] = {}
@@ -307,7 +307,7 @@ class TufServer:
             if header[: len(_SCHEME)].lower() != _SCHEME:
                 raise CredentialError("no 'Authorization: Device <credential>' header")
             presented = header[len(_SCHEME) :].decode("latin-1").strip()
-            claims = verify_credential(presented, self.credential_public_key, now=now)
+            claims = self.credentials.verify(presented, now=now)
             if len(self._credentials) >= _MAX_CREDENTIALS:
                 self._credentials.clear()
             self._credentials[header] = claims
