@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opensphere.api import schemas
+from opensphere.formats.device_id import parse_device_id
 from opensphere.service.deps import db_session
 from opensphere.service.derived_keys import derive_mac_key
 from opensphere.service.errors import DeviceRefusedError
@@ -77,10 +78,13 @@ class DeviceCredentials:
         return cls(derive_mac_key(credential_key, _KEY_INFO))
 
     def issue(self, *, device_id: str, tenant_id: uuid.UUID, expires_at: dt.datetime) -> str:
-        payload = json.dumps(
-            {"sub": device_id, "tid": str(tenant_id), "exp": int(expires_at.timestamp())},
-            separators=(",", ":"),
-        ).encode()
+        # JSON without an encoder: a device ID is hex and a UUID prints as hex and dashes.
+        parse_device_id(device_id)
+        payload = b'{"sub":"%s","tid":"%s","exp":%d}' % (
+            device_id.encode(),
+            str(tenant_id).encode(),
+            int(expires_at.timestamp()),
+        )
         tagged = _PREFIX + b"." + _b64(payload)
         return (tagged + b"." + _b64(self._tag(tagged))).decode()
 

@@ -1,12 +1,20 @@
-"""Request ids: every answer carries one, the caller's own if it sent a sane one."""
+"""Request ids: every answer carries one, the caller's own if it sent a sane one.
+
+A new id is this process's random prefix and a counter (32 hex characters): unique across
+processes and restarts without asking the kernel for randomness on every request. An id only
+ties a request to its log lines; it grants nothing.
+"""
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from collections.abc import Iterable
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PREFIX = secrets.token_hex(8)
+_COUNTER = itertools.count(1)
 
 
 def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -17,4 +25,4 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
             if _REQUEST_ID_RE.fullmatch(candidate):
                 return candidate
             break
-    return secrets.token_hex(16)
+    return f"{_PREFIX}{next(_COUNTER):016x}"
