@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Dialect, Engine, Select
+from sqlalchemy import Connection, Dialect, Engine, PoolProxiedConnection, Select
 from sqlalchemy.sql.dml import UpdateBase
 from starlette.concurrency import run_in_threadpool
 
@@ -169,9 +169,10 @@ class HotTransactions:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # One per event loop (tests run several): a connection is in one transaction at a time.
-        self._loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Held with the pool's wrapper, so that nothing but `close` or the loop's end closes it.
+        self._loop_connections: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, PoolProxiedConnection
+        ] = weakref.WeakKeyDictionary()
 
     async def run(self, work: Callable[[HotTransaction], T]) -> T:
         if self.engine.dialect.name == "sqlite":
@@ -205,24 +206,18 @@ class HotTransactions:
             return work(transaction)
 
     def close(self) -> None:
-        for connection in list(self._loop_connections.values()):
-            connection.close()
+        for pooled in list(self._loop_connections.values()):
+            pooled.close()
         self._loop_connections.clear()
 
     def _loop_connection(self) -> Any:
         loop = asyncio.get_running_loop()
-        connection = self._loop_connections.get(loop)
-        if connection is None:
-            connection = self._loop_connections[loop] = self._open_loop_connection()
-        return connection
-
-    def _open_loop_connection(self) -> Any:
-        pooled = self.engine.raw_connection()
-        pooled.detach()  # the loop's for good, with its own busy timeout
-        connection = pooled.dbapi_connection
-        assert connection is not None, "a connection just checked out of the pool"
-        connection.execute("PRAGMA busy_timeout=0")
-        return connection
+        pooled = self._loop_connections.get(loop)
+        if pooled is None:
+            pooled = self._loop_connections[loop] = self.engine.raw_connection()
+            pooled.detach()  # the loop's for good, with its own busy timeout
+            pooled.cursor().execute("PRAGMA busy_timeout=0")
+        return pooled.dbapi_connection
 
 
 def _run_sqlite(connection: Any, dialect: Dialect, work: Callable[[HotTransaction], T]) -> T:
