@@ -1,8 +1,8 @@
 """Attestation nonces that need no row until they are used.
 
 A nonce is `issued_at ‖ random ‖ service tag ‖ device tag` (8 + 8 + 8 + 8 bytes):
-`issued_at` is when the service issued it (microseconds since the epoch, big-endian, strictly
-increasing within a process, so that two nonces of one device are never issued "at once"); the
+`issued_at` is when the service issued it (microseconds since the epoch, big-endian,
+increasing within a process, so that two nonces of one device are not issued "at once"); the
 service tag is a 64-bit keyed BLAKE2b MAC of the first two parts, the device tag one of them
 and the device ID, under a key derived from the service's credential key.
 Any process sharing the key store checks a nonce without the database: the service tag says
@@ -26,6 +26,8 @@ NONCE_SIZE: Final = 32
 NONCE_TTL: Final = dt.timedelta(seconds=60)
 CLOCK_SKEW: Final = dt.timedelta(seconds=5)
 """How far in the future another service process's clock may have issued a nonce."""
+_STEP_BACK: Final = 1_000_000
+"""µs: a clock that steps back further is followed; up to this, issue times keep increasing."""
 _TAG_SIZE: Final = 8
 _KEY_INFO: Final = b"opensphere attestation nonce v1"
 
@@ -55,7 +57,11 @@ class Nonces:
         """A nonce for `device_id`, issued at `now`; `random` is 8 fresh random bytes."""
         if len(random) != 8:
             raise ValueError("a nonce takes 8 random bytes")
-        self._last_issued = max(_microseconds(now), self._last_issued + 1)
+        now_us = _microseconds(now)
+        if now_us > self._last_issued or self._last_issued - now_us > _STEP_BACK:
+            self._last_issued = now_us  # a clock stepped back for good is followed, not fought
+        else:
+            self._last_issued += 1
         head = self._last_issued.to_bytes(8, "big") + random
         return head + self._service_tag(head) + self._device_tag(head, device_id)
 
