@@ -132,11 +132,10 @@ def test_hot_transactions_run_on_the_loop_when_the_database_is_free(
     assert (worker == loop_thread) is on_loop
 
 
+@pytest.mark.parametrize("engine_name", ["sqlite"])  # SQLite's database-wide write lock
 def test_a_hot_transaction_waits_in_the_pool_while_another_writer_holds_sqlite(
     storage: Storage, tenant_id: uuid.UUID
 ) -> None:
-    if storage.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's database-wide write lock")
     hot = HotTransactions(storage.engine)
     holder = storage.engine.raw_connection()
     holder.cursor().execute("BEGIN IMMEDIATE")
