@@ -31,14 +31,7 @@ from uvicorn.protocols.utils import get_client_addr
 
 from opensphere.formats.evidence import MAX_EVIDENCE_SIZE
 from opensphere.service.attestation import MAX_CHALLENGE_BODY, AttestationService
-from opensphere.service.errors import AuthenticationError, ServiceError
-from opensphere.service.problems import (
-    PROBLEM_MEDIA_TYPE,
-    UNEXPECTED_DETAIL,
-    log_unexpected,
-    problem_document,
-    status_for,
-)
+from opensphere.service.problems import PROBLEM_MEDIA_TYPE, error_problem
 from opensphere.service.request_ids import request_id_from
 from opensphere.service.updates.serving import TUF_PREFIX
 
@@ -230,32 +223,13 @@ def _fits(headers: list[tuple[bytes, bytes]], lane: DeviceLane) -> bool:
 
 
 def _problem(exchange: _LaneExchange, request_id: str, exc: Exception) -> tuple[int, bytes, bytes]:
-    """The problem document the ASGI way would answer for `exc` (see `service.problems`)."""
-    path = exchange.url.decode("latin-1")
+    """The problem document the ASGI way would answer for `exc` (`problems.error_problem`)."""
+    status, document, headers = error_problem(
+        exc, method="POST", instance=exchange.url.decode("latin-1"), request_id=request_id
+    )
     lines = b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n"
-    if isinstance(exc, ServiceError):
-        status = status_for(exc)
-        extra = {} if exc.errors is None else {"errors": exc.errors}
-        document = problem_document(
-            status=status,
-            code=exc.code,
-            detail=exc.detail,
-            instance=path,
-            request_id=request_id,
-            **extra,
-        )
-        if isinstance(exc, AuthenticationError):
-            lines += b"www-authenticate: Bearer\r\n"
-    else:
-        log_unexpected("POST", path, request_id, exc)
-        status = 500
-        document = problem_document(
-            status=500,
-            code="internal_error",
-            detail=UNEXPECTED_DETAIL,
-            instance=path,
-            request_id=request_id,
-        )
+    for name, value in (headers or {}).items():
+        lines += name.lower().encode() + b": " + value.encode() + b"\r\n"
     body = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return status, lines, body.encode()
 

@@ -38,10 +38,13 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidRequestError: 400,
     PayloadTooLargeError: 413,
 }
+_UNEXPECTED_DETAIL = (
+    "the service failed unexpectedly; the operator can find the request id in its log"
+)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-def problem_document(
+def _problem_document(
     *, status: int, code: str, detail: str, instance: str, request_id: str | None, **extra: Any
 ) -> dict[str, Any]:
     return {
@@ -65,7 +68,7 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = problem_document(
+    body = _problem_document(
         status=status,
         code=code,
         detail=detail,
@@ -76,11 +79,42 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def status_for(error: ServiceError) -> int:
+def _status_for(error: ServiceError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
     return 400
+
+
+def error_problem(
+    exc: Exception, *, method: str, instance: str, request_id: str | None
+) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """Status, problem document and extra headers for a failure: a `ServiceError` as itself,
+    anything else a logged 500 that tells the caller nothing but the request id."""
+    if not isinstance(exc, ServiceError):
+        log.error(
+            "unexpected error in %s %s (request %s)", method, instance, request_id, exc_info=exc
+        )
+        document = _problem_document(
+            status=500,
+            code="internal_error",
+            detail=_UNEXPECTED_DETAIL,
+            instance=instance,
+            request_id=request_id,
+        )
+        return 500, document, None
+    status = _status_for(exc)
+    extra = {} if exc.errors is None else {"errors": exc.errors}
+    document = _problem_document(
+        status=status,
+        code=exc.code,
+        detail=exc.detail,
+        instance=instance,
+        request_id=request_id,
+        **extra,
+    )
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+    return status, document, headers
 
 
 async def service_error_response(request: Request, exc: Exception) -> JSONResponse:
@@ -88,15 +122,18 @@ async def service_error_response(request: Request, exc: Exception) -> JSONRespon
     context = getattr(request.state, "context", None)
     if context is not None:
         await run_in_threadpool(context.record_failure, request.app.state.storage, exc.code)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
-    extra = {} if exc.errors is None else {"errors": exc.errors}
-    return problem_response(
-        request,
-        status=status_for(exc),
-        code=exc.code,
-        detail=exc.detail,
-        headers=headers,
-        **extra,
+    return _error_response(request, exc)
+
+
+def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    status, document, headers = error_problem(
+        exc,
+        method=request.method,
+        instance=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
+    )
+    return JSONResponse(
+        document, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
     )
 
 
@@ -130,18 +167,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-UNEXPECTED_DETAIL = (
-    "the service failed unexpectedly; the operator can find the request id in its log"
-)
-
-
-def log_unexpected(method: str, path: str, request_id: str, exc: Exception) -> None:
-    log.error("unexpected error in %s %s (request %s)", method, path, request_id, exc_info=exc)
-
-
 async def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
-    log_unexpected(request.method, request.url.path, getattr(request.state, "request_id", "-"), exc)
-    return problem_response(request, status=500, code="internal_error", detail=UNEXPECTED_DETAIL)
+    return _error_response(request, exc)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
