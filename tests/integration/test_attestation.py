@@ -230,10 +230,8 @@ def test_unclaimed_device_is_refused(
     fleet: World, refusals: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     stranger = make_device(tmp_path / "stranger", fleet.vendor, fleet.clock.now())
-    response = fleet.api.client.post(
-        "/v1/device/attestation/challenge", json={"device_id": stranger.device_id}
-    )
-    assert_refused(response, refusals, "unclaimed_device")
+    own = make_evidence(stranger, challenge(fleet.api, stranger.device_id), fleet.clock.now())
+    assert_refused(post_evidence(fleet.api, own), refusals, "unclaimed_device")
     borrowed = challenge(fleet.api, fleet.devices[0].device_id)
     evidence = make_evidence(stranger, borrowed, fleet.clock.now())
     assert_refused(post_evidence(fleet.api, evidence), refusals, "nonce_of_another_device")
@@ -264,10 +262,24 @@ def test_disabled_device_is_refused(fleet: World, refusals: pytest.LogCaptureFix
     response = post_evidence(fleet.api, make_evidence(device, nonce, fleet.clock.now()))
     assert_refused(response, refusals, "device_disabled")
     assert fleet.device_row(device)["certificate_expires_at"] is None
-    again = fleet.api.client.post(
-        "/v1/device/attestation/challenge", json={"device_id": device.device_id}
-    )
-    assert_refused(again, refusals, "device_disabled")
+    again = make_evidence(device, challenge(fleet.api, device.device_id), fleet.clock.now())
+    assert_refused(post_evidence(fleet.api, again), refusals, "device_disabled")
+
+
+def test_challenge_tells_nothing_about_the_registry(fleet: World, tmp_path: Path) -> None:
+    """Claimed, disabled, unclaimed: every device ID gets a nonce, the same way."""
+    disabled = fleet.devices[1]
+    url = f"/v1/tenants/{fleet.tenant_id}/devices/{disabled.device_id}"
+    fleet.api.client.patch(url, json={"enabled": False}, headers=fleet.api.operator)
+    stranger = make_device(tmp_path / "stranger", fleet.vendor, fleet.clock.now())
+    answers = [
+        fleet.api.client.post(
+            "/v1/device/attestation/challenge", json={"device_id": device.device_id}
+        )
+        for device in (fleet.devices[0], disabled, stranger)
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert [sorted(answer.json()) for answer in answers] == [["expires_at", "nonce"]] * 3
 
 
 def test_disabled_device_credential_is_refused(fleet: World) -> None:

@@ -259,8 +259,6 @@ def test_broker_trusts_fresh_devices_of_its_tenant_only(
             json={"enabled": False},
             headers=api.operator,
         )
-        next_certificate = api.client.post(
-            "/v1/device/attestation/challenge", json={"device_id": stale.device_id}
-        )
-        assert next_certificate.status_code == 403
+        evidence = make_evidence(stale, challenge(api, stale.device_id), clock.now())
+        assert post_evidence(api, evidence).status_code == 403  # no next certificate
         assert not publish(broker, expired.certfile, expired.keyfile, "disabled")

@@ -249,10 +249,7 @@ def test_attestation_key_not_in_the_certified_tpm_cannot_activate(world: World) 
             headers=contributor,
         )
         assert_problem(response, 400, "activation_failed")
-        unclaimed = world.api.client.post(
-            "/v1/device/attestation/challenge", json={"device_id": impostor.device_id}
-        )
-        assert_problem(unclaimed, 403, "attestation_refused")
+        assert_problem(world.post(good_evidence(world, impostor)), 403, "attestation_refused")
 
 
 # --- attacks on quotes ---------------------------------------------------------------------

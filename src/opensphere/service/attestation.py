@@ -2,9 +2,9 @@
 
 These two endpoints are the fleet's hot path (every device, daily and at boot), so they
 read and answer bytes directly and talk to the database through Core statements run on the
-DBAPI connection (`hot_statements`), in `async` handlers. A challenge writes nothing: its
-nonce is MAC-bound to the device and its issue time (`service.nonces`), so any service
-process sharing the key store can check it; the evidence's one short write transaction uses
+DBAPI connection (`hot_statements`). A challenge reads and writes nothing: its nonce is
+MAC-bound to the device ID and its issue time (`service.nonces`), so any service process
+sharing the key store can check it; the evidence's one short write transaction uses
 the nonce up on the device's row (nonces are used in issue order, each once) and records the
 verdict. On SQLite that transaction runs on the event loop when the write lock is free, in the
 thread pool when another connection holds it (`HotTransactions`).
@@ -73,10 +73,8 @@ _MINIMUMS = cast(Table, SecurityVersionMinimum.__table__)
 
 # The hot path's statements are built once and compiled once per dialect (`HotStatement`):
 # building one costs more than running it, and so does SQLAlchemy's execution machinery.
-_REGISTRATION = HotStatement(
-    select(_DEVICES.c.tenant_id, _DEVICES.c.enabled).where(
-        _DEVICES.c.device_id == bindparam("p_device_id")
-    )
+_TENANT_OF_DEVICE = HotStatement(
+    select(_DEVICES.c.tenant_id).where(_DEVICES.c.device_id == bindparam("p_device_id"))
 )
 _FRESH_NONCE = or_(
     _DEVICES.c.last_nonce_issued_at.is_(None),
@@ -185,27 +183,23 @@ class ClaimedDevices:
     """Which tenant a claimed device is in, read from the registry once per process.
 
     Claiming is permanent, so an entry never goes stale; whether the device is enabled is
-    read fresh by every challenge and checked by every evidence's transaction.
+    checked by every evidence's write transaction.
     """
 
     def __init__(self, limit: int = 1 << 16) -> None:
         self.limit = limit
         self._tenants: dict[str, Any] = {}
 
-    def remember(self, device_id: str, tenant_id: Any) -> None:
-        if len(self._tenants) >= self.limit:
-            self._tenants.clear()
-        self._tenants[device_id] = tenant_id
-
     async def tenant_of(self, hot: HotTransactions, device_id: str) -> Any:
         """The device's tenant, or None if it is not claimed."""
         tenant_id = self._tenants.get(device_id)
         if tenant_id is None:
-            rows = await hot.read(_REGISTRATION, {"p_device_id": device_id})
+            rows = await hot.read(_TENANT_OF_DEVICE, {"p_device_id": device_id})
             if not rows:
                 return None
-            tenant_id = rows[0][0]
-            self.remember(device_id, tenant_id)
+            if len(self._tenants) >= self.limit:
+                self._tenants.clear()
+            tenant_id = self._tenants[device_id] = rows[0][0]
         return tenant_id
 
 
@@ -321,8 +315,14 @@ class AttestationService:
         self.references = references
         self.claimed = ClaimedDevices()
 
-    async def challenge(self, body: bytes | None, request_id: str) -> bytes:
-        """A single-use nonce for one claimed, enabled device, valid for `NONCE_TTL`."""
+    def challenge(self, body: bytes | None) -> bytes:
+        """A single-use nonce for one device ID, valid for `NONCE_TTL`.
+
+        It reads and writes nothing: the nonce is bound to the device ID (`service.nonces`),
+        and whether the device is claimed, enabled and genuine is its evidence's question.
+        So every well-formed device ID gets a nonce, and the answer tells an unauthenticated
+        caller nothing about the registry.
+        """
         try:
             if body is None:
                 raise ValueError("the body is too large")
@@ -332,17 +332,6 @@ class AttestationService:
                 'send {"device_id": "<128 lowercase hex characters>"}', code="invalid_request"
             ) from exc
         now = self.clock.now()
-        registration = await self.hot.read(_REGISTRATION, {"p_device_id": device_id})
-        if not registration:
-            _refuse(request_id, device_id, "unclaimed_device", "the device is not claimed")
-        tenant_id, enabled = registration[0]
-        if not enabled:
-            _refuse(request_id, device_id, "device_disabled", "the device is disabled")
-        self.claimed.remember(device_id, tenant_id)
-        if self.authority.cached_issuer(tenant_id, now=now) is None:
-            await run_in_threadpool(
-                self.authority.current_issuer, tenant_id, now=now, request_id=request_id
-            )
         nonce = self.nonces.issue(device_id, now, secrets.token_bytes(8))
         return _json(
             schemas.Challenge(
@@ -456,7 +445,7 @@ async def challenge(request: Request) -> Response:
     """A single-use nonce for one device, valid for 60 seconds (no user token: device endpoint)."""
     service: AttestationService = request.app.state.attestation
     body = await read_body(request, MAX_CHALLENGE_BODY)
-    return _json_response(await service.challenge(body, request.state.request_id))
+    return _json_response(service.challenge(body))
 
 
 @router.post(

@@ -10,7 +10,8 @@ lanes that skip that road once a request's headers are parsed:
   is answered at once, in the parser's callback;
 - the attestation challenge and evidence (`DeviceLane`s) are read whole and handed to the
   service's framework-free handler (`AttestationService`), whose answer or problem document
-  goes out in one write.
+  goes out in one write: the challenge's at once, in the parser's callback (it needs no
+  storage), the evidence's from a task.
 
 Every other request, and every one a lane does not take (a check the caches cannot answer, a
 body without a Content-Length or over the limit, `Expect: 100-continue`, HTTP/1.0 or
@@ -36,15 +37,19 @@ from opensphere.service.request_ids import request_id_from
 from opensphere.service.updates.serving import TUF_PREFIX
 
 CachedAnswer = Callable[[bytes, list[tuple[bytes, bytes]]], tuple[int, bytes, bytes] | None]
-LaneAnswer = Callable[[bytes, list[tuple[bytes, bytes]], str], Awaitable[bytes]]
+LaneAnswer = Callable[[bytes, list[tuple[bytes, bytes]], str], bytes | Awaitable[bytes]]
 
 CHALLENGE_PATH = b"/v1/device/attestation/challenge"
+_JSON_LINE = b"content-type: application/json\r\n"
 EVIDENCE_PATH = b"/v1/device/attestation/evidence"
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceLane:
-    """A POST whose whole body (at most `limit` bytes) `answer` turns into JSON or a refusal."""
+    """A POST whose whole body (at most `limit` bytes) `answer` turns into JSON or a refusal.
+
+    An answer given at once is written at once; an awaitable one is awaited in a task.
+    """
 
     limit: int
     answer: LaneAnswer
@@ -54,8 +59,8 @@ def server_config(app: FastAPI, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration for serving `app` (made by `create_app`) with its fast lanes."""
     attestation: AttestationService = app.state.attestation
 
-    async def challenge(body: bytes, _: list[tuple[bytes, bytes]], request_id: str) -> bytes:
-        return await attestation.challenge(body, request_id)
+    def challenge(body: bytes, _: list[tuple[bytes, bytes]], __: str) -> bytes:
+        return attestation.challenge(body)
 
     async def evidence(body: bytes, headers: list[tuple[bytes, bytes]], request_id: str) -> bytes:
         content_type = _header(headers, b"content-type").decode("latin-1")
@@ -154,9 +159,7 @@ class FastLaneProtocol(HttpToolsProtocol):
         exchange = self.parsing
         if exchange is not None:
             self.parsing = None
-            task = self.loop.create_task(self._answer(exchange))
-            task.add_done_callback(self.tasks.discard)
-            self.tasks.add(task)
+            self._answer(exchange)
         elif not self.answered:
             super().on_message_complete()
         elif not self.transport.is_closing():
@@ -164,13 +167,32 @@ class FastLaneProtocol(HttpToolsProtocol):
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
 
-    async def _answer(self, exchange: _LaneExchange) -> None:
+    def _answer(self, exchange: _LaneExchange) -> None:
         request_id = request_id_from(exchange.headers)
         try:
-            body = await exchange.lane.answer(bytes(exchange.body), exchange.headers, request_id)
-            status, lines = 200, b"content-type: application/json\r\n"
+            answer = exchange.lane.answer(bytes(exchange.body), exchange.headers, request_id)
         except Exception as exc:  # every failure is answered, none escapes to uvicorn
-            status, lines, body = _problem(exchange, request_id, exc)
+            self._finish(exchange, request_id, *_problem(exchange, request_id, exc))
+            return
+        if isinstance(answer, bytes):
+            self._finish(exchange, request_id, 200, _JSON_LINE, answer)
+            return
+        task = self.loop.create_task(self._answer_later(exchange, request_id, answer))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _answer_later(
+        self, exchange: _LaneExchange, request_id: str, answer: Awaitable[bytes]
+    ) -> None:
+        try:
+            outcome = 200, _JSON_LINE, await answer
+        except Exception as exc:  # every failure is answered, none escapes to uvicorn
+            outcome = _problem(exchange, request_id, exc)
+        self._finish(exchange, request_id, *outcome)
+
+    def _finish(
+        self, exchange: _LaneExchange, request_id: str, status: int, lines: bytes, body: bytes
+    ) -> None:
         exchange.response_complete = True
         if self.transport.is_closing():
             return
