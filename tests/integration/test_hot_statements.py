@@ -15,6 +15,7 @@ from opensphere.service.hot_statements import (
     HotStatement,
     HotTransaction,
     HotTransactions,
+    Outcome,
     hot_transaction,
 )
 from opensphere.service.storage.db import Storage
@@ -181,3 +182,56 @@ def test_a_refused_hot_transaction_leaves_nothing_and_the_next_one_works(
     finally:
         hot.close()
     assert _stored_nonces(storage) == [b"d" * 32]
+
+
+def test_a_lone_statement_is_committed_and_returns_its_rows(
+    storage: Storage, tenant_id: uuid.UUID
+) -> None:
+    hot = HotTransactions(storage.engine)
+    values = _nonce_values(tenant_id, b"e" * 32)
+
+    async def run() -> tuple[Outcome, Outcome, Outcome]:
+        stored = await hot.execute(STORE, values)
+        taken = await hot.execute(TAKE, {"p_nonce": b"e" * 32})
+        return stored, taken, await hot.execute(TAKE, {"p_nonce": b"e" * 32})
+
+    try:
+        stored, taken, again = asyncio.run(run())
+    finally:
+        hot.close()
+    assert stored.rowcount == 1
+    assert taken.rows == [("ef" * 64, tenant_id, values["p_expires_at"])]
+    assert (again.rows, again.rowcount) == ([], 0)
+    assert _stored_nonces(storage) == []
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])  # SQLite's database-wide write lock
+def test_a_lone_statement_waits_in_the_pool_while_another_writer_holds_sqlite(
+    storage: Storage, tenant_id: uuid.UUID
+) -> None:
+    hot = HotTransactions(storage.engine)
+    holder = storage.engine.raw_connection()
+    holder.cursor().execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, holder.commit).start()
+
+    async def run() -> int:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        await hot.execute(STORE, _nonce_values(tenant_id, b"g" * 32))
+        ticker.cancel()
+        return ticks
+
+    try:
+        ticks = asyncio.run(run())
+    finally:
+        hot.close()
+        holder.close()
+    assert _stored_nonces(storage) == [b"g" * 32]
+    assert ticks >= 10  # the loop went on while the statement waited for the lock

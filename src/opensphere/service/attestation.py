@@ -194,7 +194,7 @@ class ClaimedDevices:
         """The device's tenant, or None if it is not claimed."""
         tenant_id = self._tenants.get(device_id)
         if tenant_id is None:
-            rows = await hot.read(_TENANT_OF_DEVICE, {"p_device_id": device_id})
+            rows = (await hot.execute(_TENANT_OF_DEVICE, {"p_device_id": device_id})).rows
             if not rows:
                 return None
             if len(self._tenants) >= self.limit:
@@ -203,17 +203,17 @@ class ClaimedDevices:
         return tenant_id
 
 
-def _record(
-    transaction: HotTransaction,
+def _verdict(
     claims: EvidenceClaims,
     now: dt.datetime,
     *,
     code: str | None,
     certificate_expires_at: dt.datetime | None = None,
     nonce_issued_at: int | None = None,
-) -> int:
-    """Store the verdict; a pass is stored only on a device that is (still) enabled, and with
-    `nonce_issued_at` only if that nonce is fresh, which it then uses up."""
+) -> tuple[HotStatement, dict[str, Any]]:
+    """The statement that stores a verdict: a pass is stored only on a device that is
+    (still) enabled, and with `nonce_issued_at` only if that nonce is fresh, which it then
+    uses up."""
     values: dict[str, Any] = {
         "p_device_id": claims.device_id,
         "p_at": now,
@@ -224,12 +224,18 @@ def _record(
         "p_os_version": claims.os_version,
     }
     if code is not None:
-        return transaction.execute(_RECORD_FAILURE, values).rowcount
+        return _RECORD_FAILURE, values
     values["p_certificate_expires_at"] = certificate_expires_at
     if nonce_issued_at is None:
-        return transaction.execute(_RECORD_PASS, values).rowcount
+        return _RECORD_PASS, values
     values["p_issued_at"] = nonce_issued_at
-    return transaction.execute(_RECORD_PASS_USING_NONCE, values).rowcount
+    return _RECORD_PASS_USING_NONCE, values
+
+
+def _record(
+    transaction: HotTransaction, claims: EvidenceClaims, now: dt.datetime, **verdict: Any
+) -> int:
+    return transaction.execute(*_verdict(claims, now, **verdict)).rowcount
 
 
 def _grant(
@@ -383,18 +389,19 @@ class AttestationService:
                 )
             grant = _grant(self.credentials, claims, tenant_id, issuer, now)
 
+        if grant is not None and tpm is None:  # the common case, in one statement
+            passed = _verdict(
+                claims,
+                now,
+                code=None,
+                certificate_expires_at=grant.certificate_expires_at,
+                nonce_issued_at=issued_at,
+            )
+            if (await self.hot.execute(*passed)).rowcount:
+                return _json(grant)
+
         def decide(transaction: HotTransaction) -> _Refusal | None:
-            if grant is not None and tpm is None:
-                expires_at = grant.certificate_expires_at
-                if _record(
-                    transaction,
-                    claims,
-                    now,
-                    code=None,
-                    certificate_expires_at=expires_at,
-                    nonce_issued_at=issued_at,
-                ):
-                    return None  # otherwise the steps below tell why
+            """Everything else, in one transaction that tells why a pass was not stored."""
             values = {"p_device_id": claims.device_id, "p_issued_at": issued_at}
             if not transaction.execute(_USE_NONCE, values).rowcount:
                 return _Refusal(

@@ -183,23 +183,28 @@ class HotTransactions:
                     raise
         return await run_in_threadpool(self.run_in_pool, work)
 
-    async def read(
-        self, statement: HotStatement, values: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        """The rows of one query, the same way: a WAL reader waits for nobody but in rare
-        moments (recovery after a crash), and then it reads in the pool."""
+    async def execute(self, statement: HotStatement, values: Mapping[str, Any]) -> Outcome:
+        """One statement in a transaction of its own, the same way.
 
-        def query(transaction: HotTransaction) -> list[tuple[Any, ...]]:
-            return transaction.execute(statement, values).rows
-
+        On SQLite the loop's connection runs it in autocommit mode, which makes a single
+        statement atomic without `BEGIN` and `COMMIT`; a WAL reader waits for nobody but in
+        rare moments (recovery after a crash), and then it runs in the pool, as a writer
+        that finds the write lock taken does.
+        """
         if self.engine.dialect.name == "sqlite":
             cursor = self._loop_connection().cursor()
             try:
-                return query(HotTransaction(self.engine.dialect, cursor=cursor, connection=None))
+                return HotTransaction(self.engine.dialect, cursor=cursor, connection=None).execute(
+                    statement, values
+                )
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
                     raise
-        return await run_in_threadpool(self.run_in_pool, query)
+
+        def alone(transaction: HotTransaction) -> Outcome:
+            return transaction.execute(statement, values)
+
+        return await run_in_threadpool(self.run_in_pool, alone)
 
     def run_in_pool(self, work: Callable[[HotTransaction], T]) -> T:
         with hot_transaction(self.engine) as transaction:
