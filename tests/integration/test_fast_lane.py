@@ -9,7 +9,8 @@ import base64
 import datetime as dt
 import json
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +72,8 @@ def _serve(world: Tenancy, keep_alive: int) -> Iterator[Lane]:
     answered: list[bool] = []
     cached_answer = tuf.cached_answer
 
-    def recording(target: bytes, headers: list[tuple[bytes, bytes]]) -> object:
-        answer = cached_answer(target, headers)
+    def recording(target: bytes, fields: Mapping[bytes, bytes]) -> object:
+        answer = cached_answer(target, fields)
         answered.append(answer is not None)
         return answer
 
@@ -246,6 +247,22 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_lane: L
         assert answers.read(1)[0][0] == 200
         assert lane.answered == [False, True]
         assert sock.recv(1) == b""  # closed by the server after its 1 s keep-alive timeout
+
+
+def test_a_connection_in_use_outlives_the_keep_alive_timeout(short_lane: Lane) -> None:
+    """The timer is not re-armed per request (`FastLaneProtocol`): only idleness counts."""
+    lane = short_lane
+    target = lane.url.removeprefix(lane.base_url)
+    with socket.create_connection(("127.0.0.1", lane.port), timeout=10) as sock:
+        answers = Answers(sock)
+        for path in (target, "/healthz", target, target, "/healthz", target):
+            time.sleep(0.4)  # 2.4 s in all: more than twice the 1 s timeout
+            sock.sendall(_raw_request(lane, path))
+            assert answers.read(1)[0][0] == 200
+        idle_from = time.monotonic()
+        assert sock.recv(1) == b""
+        idle = time.monotonic() - idle_from
+    assert 0.9 <= idle < 3  # closed a timeout after its last answer, not before
 
 
 # --- the attestation lane --------------------------------------------------------------

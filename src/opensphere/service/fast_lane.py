@@ -21,7 +21,7 @@ body without a Content-Length or over the limit, `Expect: 100-continue`, HTTP/1.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,15 +33,19 @@ from uvicorn.protocols.utils import get_client_addr
 from opensphere.formats.evidence import MAX_EVIDENCE_SIZE
 from opensphere.service.attestation import MAX_CHALLENGE_BODY, AttestationService
 from opensphere.service.problems import PROBLEM_MEDIA_TYPE, error_problem
-from opensphere.service.request_ids import request_id_from
+from opensphere.service.request_ids import request_id_for
 from opensphere.service.updates.serving import TUF_PREFIX
 
-CachedAnswer = Callable[[bytes, list[tuple[bytes, bytes]]], tuple[int, bytes, bytes] | None]
-LaneAnswer = Callable[[bytes, list[tuple[bytes, bytes]], str], bytes | Awaitable[bytes]]
+Fields = Mapping[bytes, bytes]
+"""A request's header fields by lower-case name; the first of a repeated name."""
+CachedAnswer = Callable[[bytes, Fields], tuple[int, bytes, bytes] | None]
+LaneAnswer = Callable[[bytes, Fields, str], bytes | Awaitable[bytes]]
 
 CHALLENGE_PATH = b"/v1/device/attestation/challenge"
-_JSON_LINE = b"content-type: application/json\r\n"
 EVIDENCE_PATH = b"/v1/device/attestation/evidence"
+_JSON_LINE = b"content-type: application/json\r\n"
+_TIMER_SLACK = 0.005
+"""s: a keep-alive timer firing this early counts as on time (timers are not exact)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +63,11 @@ def server_config(app: FastAPI, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration for serving `app` (made by `create_app`) with its fast lanes."""
     attestation: AttestationService = app.state.attestation
 
-    def challenge(body: bytes, _: list[tuple[bytes, bytes]], __: str) -> bytes:
+    def challenge(body: bytes, _: Fields, __: str) -> bytes:
         return attestation.challenge(body)
 
-    async def evidence(body: bytes, headers: list[tuple[bytes, bytes]], request_id: str) -> bytes:
-        content_type = _header(headers, b"content-type").decode("latin-1")
+    async def evidence(body: bytes, fields: Fields, request_id: str) -> bytes:
+        content_type = fields.get(b"content-type", b"").decode("latin-1")
         return await attestation.evidence(body, content_type, request_id)
 
     protocol = type(
@@ -95,10 +99,10 @@ class _LaneExchange:
 
     message_event = _Event()
 
-    def __init__(self, lane: DeviceLane, url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, lane: DeviceLane, url: bytes, fields: Fields) -> None:
         self.lane = lane
         self.url = url
-        self.headers = headers
+        self.fields = fields
         self.body = bytearray()
         self.keep_alive = True
         self.response_complete = False
@@ -111,7 +115,8 @@ class FastLaneProtocol(HttpToolsProtocol):
     An answer is written only where uvicorn itself would write one at once: HTTP/1.1
     keep-alive, nothing in flight on the connection, no back-pressure. It carries uvicorn's
     default headers (date, server) and the request id, and is access-logged if uvicorn's
-    access log is on, as the ASGI way's is.
+    access log is on, as the ASGI way's is. A request's ASGI scope is built only when it
+    goes the ASGI way.
     """
 
     prefix: bytes
@@ -119,9 +124,12 @@ class FastLaneProtocol(HttpToolsProtocol):
     lanes: dict[bytes, DeviceLane]
     answered = False
     parsing: _LaneExchange | None = None
+    _idle_since: float | None = None
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self.answered = False
         self.parsing = None
 
@@ -136,18 +144,30 @@ class FastLaneProtocol(HttpToolsProtocol):
         ):
             method = self.parser.get_method()
             if method == b"GET" and self.url.startswith(self.prefix):
-                answer = self.cached_answer(self.url, self.headers)
+                fields = dict(reversed(self.headers))
+                answer = self.cached_answer(self.url, fields)
                 if answer is not None:
                     self.answered = True
-                    self._write(*answer, request_id_from(self.headers).encode())
+                    request_id = request_id_for(fields.get(b"x-request-id"))
+                    self._write(*answer, request_id.encode())
                     return
             elif method == b"POST":
                 lane = self.lanes.get(self.url)
-                if lane is not None and not self.expect_100_continue and _fits(self.headers, lane):
-                    self.parsing = _LaneExchange(lane, self.url, self.headers)
-                    self.cycle = self.parsing  # type: ignore[assignment]
-                    return
+                if lane is not None and not self.expect_100_continue:
+                    fields = dict(reversed(self.headers))
+                    if _fits(fields, lane):
+                        self.parsing = _LaneExchange(lane, self.url, fields)
+                        self.cycle = self.parsing  # type: ignore[assignment]
+                        return
+        self._begin_scope()
         super().on_headers_complete()
+
+    def _begin_scope(self) -> None:
+        """The request's ASGI scope, as uvicorn's `on_message_begin` makes it."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.expect_100_continue = url, expect_100_continue
+        self.headers = self.scope["headers"] = headers
 
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
@@ -163,14 +183,54 @@ class FastLaneProtocol(HttpToolsProtocol):
         elif not self.answered:
             super().on_message_complete()
         elif not self.transport.is_closing():
+            self._idle_from_now()
+
+    # The keep-alive timeout, kept lazily: uvicorn cancels its timer when a request arrives
+    # and arms a new one after each answer, which cost more than a lane's own work. Here the
+    # timer stays armed across requests and, when it fires, closes the connection only if it
+    # has been idle for the whole timeout since its last answer; otherwise it looks again then.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # a request is arriving: busy until it is answered
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_from_now()
+
+    def _idle_from_now(self) -> None:
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
             self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
+                self.timeout_keep_alive, self._keep_alive_expired
             )
 
+    def _keep_alive_expired(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None:
+            return  # a request is in flight; its answer arms the timer again
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > _TIMER_SLACK:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_expired)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
     def _answer(self, exchange: _LaneExchange) -> None:
-        request_id = request_id_from(exchange.headers)
+        request_id = request_id_for(exchange.fields.get(b"x-request-id"))
         try:
-            answer = exchange.lane.answer(bytes(exchange.body), exchange.headers, request_id)
+            answer = exchange.lane.answer(bytes(exchange.body), exchange.fields, request_id)
         except Exception as exc:  # every failure is answered, none escapes to uvicorn
             self._finish(exchange, request_id, *_problem(exchange, request_id, exc))
             return
@@ -198,7 +258,7 @@ class FastLaneProtocol(HttpToolsProtocol):
             return
         if not exchange.keep_alive:  # the server is shutting down
             lines += b"connection: close\r\n"
-        lines += b"content-length: " + str(len(body)).encode() + b"\r\n"
+        lines += b"content-length: %d\r\n" % len(body)
         self._write(status, lines, body, request_id.encode(), path=exchange.url, method="POST")
         if not exchange.keep_alive:
             self.transport.close()
@@ -214,14 +274,20 @@ class FastLaneProtocol(HttpToolsProtocol):
         path: bytes | None = None,
         method: str = "GET",
     ) -> None:
-        content = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            content += (name, b": ", value, b"\r\n")
-        content += (header_lines, b"x-request-id: ", request_id, b"\r\n\r\n", body)
-        self.transport.write(b"".join(content))
+        self.transport.write(
+            b"%s%s%sx-request-id: %s\r\n\r\n%s"
+            % (
+                STATUS_LINE[status],
+                _default_lines(self.server_state.default_headers),
+                header_lines,
+                request_id,
+                body,
+            )
+        )
         if method == "GET":
             self.server_state.total_requests += 1
         if self.access_log:
+            self._begin_scope()
             self.access_logger.info(
                 '%s - "%s %s HTTP/1.1" %d',
                 get_client_addr(self.scope),
@@ -231,17 +297,32 @@ class FastLaneProtocol(HttpToolsProtocol):
             )
 
 
-def _fits(headers: list[tuple[bytes, bytes]], lane: DeviceLane) -> bool:
-    """A body of declared length within the lane's limit, not chunked."""
-    length = None
-    for name, value in headers:
-        if name == b"content-length":
-            if length is not None or not value.isdigit():
-                return False
-            length = int(value)
-        elif name == b"transfer-encoding":
-            return False
-    return length is not None and length <= lane.limit
+_defaults: tuple[object, bytes] = (None, b"")
+
+
+def _default_lines(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default header lines (date, server), joined once per list it makes (its
+    clock replaces the list every second)."""
+    global _defaults
+    if _defaults[0] is not default_headers:
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
+        _defaults = (default_headers, lines)
+    return _defaults[1]
+
+
+def _fits(fields: Fields, lane: DeviceLane) -> bool:
+    """A body of declared length within the lane's limit, not chunked.
+
+    httptools has refused a repeated or malformed Content-Length, and one beside a
+    Transfer-Encoding, before the headers are complete.
+    """
+    length = fields.get(b"content-length")
+    return (
+        length is not None
+        and b"transfer-encoding" not in fields
+        and length.isdigit()
+        and int(length) <= lane.limit
+    )
 
 
 def _problem(exchange: _LaneExchange, request_id: str, exc: Exception) -> tuple[int, bytes, bytes]:
@@ -254,10 +335,3 @@ def _problem(exchange: _LaneExchange, request_id: str, exc: Exception) -> tuple[
         lines += name.lower().encode() + b": " + value.encode() + b"\r\n"
     body = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return status, lines, body.encode()
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
-    for key, value in headers:
-        if key == name:
-            return value
-    return b""

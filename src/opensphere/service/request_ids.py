@@ -21,8 +21,14 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The first X-Request-ID among the (lower-case) request headers if sane, else a new id."""
     for name, value in headers:
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if _REQUEST_ID_RE.fullmatch(candidate):
-                return candidate
-            break
+            return request_id_for(value)
+    return request_id_for(None)
+
+
+def request_id_for(sent: bytes | None) -> str:
+    """The X-Request-ID the caller sent if it is sane, else a new id."""
+    if sent is not None:
+        candidate = sent.decode("latin-1")
+        if _REQUEST_ID_RE.fullmatch(candidate):
+            return candidate
     return f"{_PREFIX}{next(_COUNTER):016x}"

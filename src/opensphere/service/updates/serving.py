@@ -28,7 +28,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, cast
 
@@ -224,7 +224,7 @@ class TufServer:
         raise _not_found(f"{kind!r}")
 
     def cached_answer(
-        self, target: bytes, headers: list[tuple[bytes, bytes]]
+        self, target: bytes, fields: Mapping[bytes, bytes]
     ) -> tuple[int, bytes, bytes] | None:
         """(status, header lines, body) of a `timestamp.json` check that this process's caches
         answer alone, else `None`.
@@ -244,12 +244,7 @@ class TufServer:
         if head is None:
             return None
         checked = time.monotonic()
-        authorization = if_none_match = None
-        for name, value in headers:
-            if name == b"authorization" and authorization is None:
-                authorization = value
-            elif name == b"if-none-match" and if_none_match is None:
-                if_none_match = value
+        authorization = fields.get(b"authorization")
         claims = None if authorization is None else self._credentials.get(authorization)
         registered = None if claims is None else self._registry.get(claims.device_id)
         if (
@@ -265,7 +260,7 @@ class TufServer:
         now = self.clock.now()
         if claims.expires_at <= now or now >= head.refresh_due_at:
             return None
-        if if_none_match == head.etag:
+        if fields.get(b"if-none-match") == head.etag:
             return 304, head.unchanged_block, b""
         return 200, head.changed_block, head.timestamp
 
