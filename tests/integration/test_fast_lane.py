@@ -11,6 +11,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -373,6 +374,40 @@ def test_an_unexpected_failure_in_the_lane_is_a_logged_500_problem(
     assert "on fire" not in failed.text
     assert f"(request {failed.headers['x-request-id']})" in caplog.text
     assert "the reference store is on fire" in caplog.text
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])  # SQLite's database-wide write lock
+def test_evidence_that_must_wait_for_the_write_lock_is_finished_by_a_task(
+    api: Api, attesting: Attesting
+) -> None:
+    """The lane runs the evidence at once up to its write; with the lock held by another
+    connection the write waits in a worker thread, the loop serves others meanwhile, and a
+    task finishes the answer once the lock is free."""
+    with httpx.Client() as client:
+        evidence = _evidence(attesting, _challenge(client, attesting))
+    holder = api.client.app.state.storage.engine.raw_connection()
+    holder.cursor().execute("BEGIN IMMEDIATE")
+    try:
+        with ThreadPoolExecutor(1) as background, httpx.Client() as client:
+            posted = background.submit(
+                httpx.post,
+                attesting.base_url + EVIDENCE,
+                content=evidence,
+                headers=EVIDENCE_HEADERS,
+                timeout=30,
+            )
+            time.sleep(0.5)
+            waiting = not posted.done()
+            meanwhile = client.get(attesting.base_url + "/healthz")
+            holder.commit()
+            answer = posted.result(timeout=30)
+    finally:
+        holder.close()
+    assert waiting
+    assert meanwhile.status_code == 200
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["device_id"] == attesting.device.device_id
+    assert EVIDENCE not in attesting.asgi_paths
 
 
 def test_bodies_the_lane_does_not_take_go_the_asgi_way(attesting: Attesting) -> None:

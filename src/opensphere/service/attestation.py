@@ -30,7 +30,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.sql.elements import BindParameter
-from starlette.concurrency import run_in_threadpool
 
 from opensphere.api import schemas
 from opensphere.formats.device_id import parse_device_id, public_key_from_device_id
@@ -384,7 +383,7 @@ class AttestationService:
         if verdict is None:
             issuer = self.authority.cached_issuer(tenant_id, now=now)
             if issuer is None:
-                issuer = await run_in_threadpool(
+                issuer = await self.hot.in_thread(
                     self.authority.current_issuer, tenant_id, now=now, request_id=request_id
                 )
             grant = _grant(self.credentials, claims, tenant_id, issuer, now)
@@ -425,7 +424,7 @@ class AttestationService:
         if tpm is None:
             refusal = await self.hot.run(decide)
         else:  # TPM state is stored by code written against a Core connection
-            refusal = await run_in_threadpool(_in_core_transaction, self.storage, decide)
+            refusal = await self.hot.in_thread(_in_core_transaction, self.storage, decide)
         if refusal is not None:
             _refuse(request_id, claims.device_id, refusal.code, refusal.detail)
         assert grant is not None  # no verdict, no refusal

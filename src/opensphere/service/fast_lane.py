@@ -21,7 +21,7 @@ body without a Content-Length or over the limit, `Expect: 100-continue`, HTTP/1.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from opensphere.service.updates.serving import TUF_PREFIX
 Fields = Mapping[bytes, bytes]
 """A request's header fields by lower-case name; the first of a repeated name."""
 CachedAnswer = Callable[[bytes, Fields], tuple[int, bytes, bytes] | None]
-LaneAnswer = Callable[[bytes, Fields, str], bytes | Awaitable[bytes]]
+LaneAnswer = Callable[[bytes, Fields, str], Coroutine[Any, Any, bytes]]
 
 CHALLENGE_PATH = b"/v1/device/attestation/challenge"
 EVIDENCE_PATH = b"/v1/device/attestation/evidence"
@@ -52,7 +52,11 @@ _TIMER_SLACK = 0.005
 class DeviceLane:
     """A POST whose whole body (at most `limit` bytes) `answer` turns into JSON or a refusal.
 
-    An answer given at once is written at once; an awaitable one is awaited in a task.
+    `answer` runs at once, in the parser's callback, up to its end or its first wait (as
+    Python 3.12's eager tasks run a coroutine): what needs no waiting (the challenge; on
+    SQLite, the evidence) is written at once, the rest is finished by a task. Until its
+    first wait it runs outside any task, so it must not need one there (anyio's `to_thread`
+    does; `HotTransactions.in_thread` does not).
     """
 
     limit: int
@@ -63,7 +67,7 @@ def server_config(app: FastAPI, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration for serving `app` (made by `create_app`) with its fast lanes."""
     attestation: AttestationService = app.state.attestation
 
-    def challenge(body: bytes, _: Fields, __: str) -> bytes:
+    async def challenge(body: bytes, _: Fields, __: str) -> bytes:
         return attestation.challenge(body)
 
     async def evidence(body: bytes, fields: Fields, request_id: str) -> bytes:
@@ -107,6 +111,34 @@ class _LaneExchange:
         self.keep_alive = True
         self.response_complete = False
         self.disconnected = False
+
+
+class _Rest:
+    """The rest of a coroutine that ran up to its first wait: awaiting this continues it, as
+    `await` would have (what the task sends or throws in, the coroutine gets)."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, bytes], waiting_on: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, None, bytes]:
+        coroutine, waiting_on = self._coroutine, self._waiting_on
+        while True:
+            try:
+                yield waiting_on
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # a cancellation, thrown in by the task
+                try:
+                    waiting_on = coroutine.throw(exc)
+                except StopIteration as finished:
+                    return finished.value  # type: ignore[no-any-return]
+            else:
+                try:
+                    waiting_on = coroutine.send(None)
+                except StopIteration as finished:
+                    return finished.value  # type: ignore[no-any-return]
 
 
 class FastLaneProtocol(HttpToolsProtocol):
@@ -229,23 +261,22 @@ class FastLaneProtocol(HttpToolsProtocol):
 
     def _answer(self, exchange: _LaneExchange) -> None:
         request_id = request_id_for(exchange.fields.get(b"x-request-id"))
+        answer = exchange.lane.answer(bytes(exchange.body), exchange.fields, request_id)
         try:
-            answer = exchange.lane.answer(bytes(exchange.body), exchange.fields, request_id)
+            waiting_on = answer.send(None)
+        except StopIteration as finished:
+            self._finish(exchange, request_id, 200, _JSON_LINE, finished.value)
         except Exception as exc:  # every failure is answered, none escapes to uvicorn
             self._finish(exchange, request_id, *_problem(exchange, request_id, exc))
-            return
-        if isinstance(answer, bytes):
-            self._finish(exchange, request_id, 200, _JSON_LINE, answer)
-            return
-        task = self.loop.create_task(self._answer_later(exchange, request_id, answer))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        else:
+            rest = _Rest(answer, waiting_on)
+            task = self.loop.create_task(self._answer_later(exchange, request_id, rest))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
 
-    async def _answer_later(
-        self, exchange: _LaneExchange, request_id: str, answer: Awaitable[bytes]
-    ) -> None:
+    async def _answer_later(self, exchange: _LaneExchange, request_id: str, rest: _Rest) -> None:
         try:
-            outcome = 200, _JSON_LINE, await answer
+            outcome = 200, _JSON_LINE, await rest
         except Exception as exc:  # every failure is answered, none escapes to uvicorn
             outcome = _problem(exchange, request_id, exc)
         self._finish(exchange, request_id, *outcome)

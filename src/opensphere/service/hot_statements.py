@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, PoolProxiedConnection, Select
 from sqlalchemy.sql.dml import UpdateBase
-from starlette.concurrency import run_in_threadpool
 
 Processor = Callable[[Any], Any]
 T = TypeVar("T")
@@ -164,10 +165,18 @@ class HotTransactions:
     `work` runs synchronously in one transaction and may run twice (a first try refused by a
     busy database is rolled back and retried in the pool), so it must not have effects
     outside the database besides values it returns.
+
+    The worker threads are its own (`in_thread`), not anyio's: the device lanes run a
+    handler at once, outside any task, up to its first wait (`service.fast_lane`), and
+    anyio's `to_thread` needs a current task; the loop's `run_in_executor` does not.
     """
+
+    THREADS = 8
+    """Worker threads: as many as the engine's pool keeps connections."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._threads: ThreadPoolExecutor | None = None
         # One per event loop (tests run several): a connection is in one transaction at a time.
         # Held with the pool's wrapper, so that nothing but `close` or the loop's end closes it.
         self._loop_connections: weakref.WeakKeyDictionary[
@@ -181,7 +190,7 @@ class HotTransactions:
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
                     raise
-        return await run_in_threadpool(self.run_in_pool, work)
+        return await self.in_thread(self.run_in_pool, work)
 
     async def execute(self, statement: HotStatement, values: Mapping[str, Any]) -> Outcome:
         """One statement in a transaction of its own, the same way.
@@ -204,13 +213,24 @@ class HotTransactions:
         def alone(transaction: HotTransaction) -> Outcome:
             return transaction.execute(statement, values)
 
-        return await run_in_threadpool(self.run_in_pool, alone)
+        return await self.in_thread(self.run_in_pool, alone)
+
+    async def in_thread(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`function(*args, **kwargs)` in one of the worker threads."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="hot-statements")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(function, *args, **kwargs)
+        )
 
     def run_in_pool(self, work: Callable[[HotTransaction], T]) -> T:
         with hot_transaction(self.engine) as transaction:
             return work(transaction)
 
     def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+            self._threads = None
         for pooled in list(self._loop_connections.values()):
             pooled.close()
         self._loop_connections.clear()
