@@ -6,10 +6,14 @@ import datetime as dt
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect
 from sqlalchemy.types import TypeDecorator
+
+_SQLITE_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+"""SQLAlchemy's storage format for SQLite `DATETIME` values."""
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -27,6 +31,34 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, SQLAlchemy's own text form written in one step.
+
+        Every attestation binds two timestamps; SQLAlchemy's way (this decorator, then its
+        SQLite `DATETIME` formatting from a dict) cost more than the rest of the statement's
+        parameters together. The text is the same (`tests/unit/service/test_storage_types.py`).
+        """
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: dt.datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            utc = value.astimezone(dt.UTC)
+            return _SQLITE_FORMAT % (
+                utc.year,
+                utc.month,
+                utc.day,
+                utc.hour,
+                utc.minute,
+                utc.second,
+                utc.microsecond,
+            )
+
+        return process
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
