@@ -39,7 +39,7 @@ from opensphere.service.updates.serving import TUF_PREFIX
 Fields = Mapping[bytes, bytes]
 """A request's header fields by lower-case name; the first of a repeated name."""
 CachedAnswer = Callable[[bytes, Fields], tuple[int, bytes, bytes] | None]
-LaneAnswer = Callable[[bytes, Fields, str], Coroutine[Any, Any, bytes]]
+LaneAnswer = Callable[[bytes, Fields, str], bytes | Coroutine[Any, Any, bytes]]
 
 CHALLENGE_PATH = b"/v1/device/attestation/challenge"
 EVIDENCE_PATH = b"/v1/device/attestation/evidence"
@@ -52,11 +52,12 @@ _TIMER_SLACK = 0.005
 class DeviceLane:
     """A POST whose whole body (at most `limit` bytes) `answer` turns into JSON or a refusal.
 
-    `answer` runs at once, in the parser's callback, up to its end or its first wait (as
-    Python 3.12's eager tasks run a coroutine): what needs no waiting (the challenge; on
-    SQLite, the evidence) is written at once, the rest is finished by a task. Until its
-    first wait it runs outside any task, so it must not need one there (anyio's `to_thread`
-    does; `HotTransactions.in_thread` does not).
+    `answer` runs at once, in the parser's callback: it answers JSON (the challenge) or a
+    coroutine, which runs at once too, up to its end or its first wait (as Python 3.12's
+    eager tasks run one): what needs no waiting (on SQLite, the evidence) is written at
+    once, the rest is finished by a task. Until its first wait the coroutine runs outside
+    any task, so it must not need one there (anyio's `to_thread` does;
+    `HotTransactions.in_thread` does not).
     """
 
     limit: int
@@ -67,12 +68,12 @@ def server_config(app: FastAPI, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration for serving `app` (made by `create_app`) with its fast lanes."""
     attestation: AttestationService = app.state.attestation
 
-    async def challenge(body: bytes, _: Fields, __: str) -> bytes:
+    def challenge(body: bytes, _: Fields, __: str) -> bytes:
         return attestation.challenge(body)
 
-    async def evidence(body: bytes, fields: Fields, request_id: str) -> bytes:
+    def evidence(body: bytes, fields: Fields, request_id: str) -> Coroutine[Any, Any, bytes]:
         content_type = fields.get(b"content-type", b"").decode("latin-1")
-        return await attestation.evidence(body, content_type, request_id)
+        return attestation.evidence(body, content_type, request_id)
 
     protocol = type(
         "FastLaneProtocol",
@@ -101,6 +102,7 @@ class _LaneExchange:
     behind it waits its turn as behind any other, and a shutdown reaches it (`keep_alive`).
     """
 
+    __slots__ = ("body", "disconnected", "fields", "keep_alive", "lane", "response_complete", "url")
     message_event = _Event()
 
     def __init__(self, lane: DeviceLane, url: bytes, fields: Fields) -> None:
@@ -261,18 +263,21 @@ class FastLaneProtocol(HttpToolsProtocol):
 
     def _answer(self, exchange: _LaneExchange) -> None:
         request_id = request_id_for(exchange.fields.get(b"x-request-id"))
-        answer = exchange.lane.answer(bytes(exchange.body), exchange.fields, request_id)
         try:
-            waiting_on = answer.send(None)
+            answer = exchange.lane.answer(bytes(exchange.body), exchange.fields, request_id)
+            if not isinstance(answer, bytes):
+                waiting_on = answer.send(None)  # up to its end (StopIteration) or first wait
+                rest = _Rest(answer, waiting_on)
+                task = self.loop.create_task(self._answer_later(exchange, request_id, rest))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
         except StopIteration as finished:
-            self._finish(exchange, request_id, 200, _JSON_LINE, finished.value)
+            answer = finished.value
         except Exception as exc:  # every failure is answered, none escapes to uvicorn
             self._finish(exchange, request_id, *_problem(exchange, request_id, exc))
-        else:
-            rest = _Rest(answer, waiting_on)
-            task = self.loop.create_task(self._answer_later(exchange, request_id, rest))
-            task.add_done_callback(self.tasks.discard)
-            self.tasks.add(task)
+            return
+        self._finish(exchange, request_id, 200, _JSON_LINE, answer)
 
     async def _answer_later(self, exchange: _LaneExchange, request_id: str, rest: _Rest) -> None:
         try:
