@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -374,6 +375,24 @@ def test_an_unexpected_failure_in_the_lane_is_a_logged_500_problem(
     assert "on fire" not in failed.text
     assert f"(request {failed.headers['x-request-id']})" in caplog.text
     assert "the reference store is on fire" in caplog.text
+
+
+def test_lane_answers_are_access_logged_as_the_asgi_ways_are(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    options = {"access_log": True, "log_level": "info", "log_config": None}
+    with on_loopback(api.client.app, **options) as base_url, httpx.Client() as client:
+        lane = client.post(base_url + CHALLENGE, json={"device_id": "ab" * 64})
+        asgi = client.get(base_url + "/healthz")
+    assert lane.status_code == asgi.status_code == 200
+    lines = [record.getMessage() for record in caplog.records if record.name == "uvicorn.access"]
+    client_address = lines[-1].split(" - ")[0]
+    assert client_address.startswith("127.0.0.1:")
+    assert lines == [
+        f'{client_address} - "POST {CHALLENGE} HTTP/1.1" 200',
+        f'{client_address} - "GET /healthz HTTP/1.1" 200',
+    ]
 
 
 @pytest.mark.parametrize("engine_name", ["sqlite"])  # SQLite's database-wide write lock

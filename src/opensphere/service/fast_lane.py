@@ -10,8 +10,7 @@ lanes that skip that road once a request's headers are parsed:
   is answered at once, in the parser's callback;
 - the attestation challenge and evidence (`DeviceLane`s) are read whole and handed to the
   service's framework-free handler (`AttestationService`), whose answer or problem document
-  goes out in one write: the challenge's at once, in the parser's callback (it needs no
-  storage), the evidence's from a task.
+  goes out in one write, at once when the handler needs no waiting (`DeviceLane`).
 
 Every other request, and every one a lane does not take (a check the caches cannot answer, a
 body without a Content-Length or over the limit, `Expect: 100-continue`, HTTP/1.0 or
@@ -28,7 +27,6 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-from uvicorn.protocols.utils import get_client_addr
 
 from opensphere.formats.evidence import MAX_EVIDENCE_SIZE
 from opensphere.service.attestation import MAX_CHALLENGE_BODY, AttestationService
@@ -323,27 +321,30 @@ class FastLaneProtocol(HttpToolsProtocol):
         if method == "GET":
             self.server_state.total_requests += 1
         if self.access_log:
-            self._begin_scope()
             self.access_logger.info(
                 '%s - "%s %s HTTP/1.1" %d',
-                get_client_addr(self.scope),
+                f"{self.client[0]}:{self.client[1]}" if self.client else "",
                 method,
                 (path or self.url).decode("latin-1"),
                 status,
             )
 
 
-_defaults: tuple[object, bytes] = (None, b"")
-
-
-def _default_lines(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+class _DefaultLines:
     """uvicorn's default header lines (date, server), joined once per list it makes (its
     clock replaces the list every second)."""
-    global _defaults
-    if _defaults[0] is not default_headers:
-        lines = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
-        _defaults = (default_headers, lines)
-    return _defaults[1]
+
+    def __init__(self) -> None:
+        self._joined: tuple[object, bytes] = (None, b"")
+
+    def __call__(self, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+        if self._joined[0] is not default_headers:
+            lines = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
+            self._joined = (default_headers, lines)
+        return self._joined[1]
+
+
+_default_lines = _DefaultLines()
 
 
 def _fits(fields: Fields, lane: DeviceLane) -> bool:
