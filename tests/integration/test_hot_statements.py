@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import cast
 
 import pytest
@@ -107,6 +109,18 @@ def _nonce_values(tenant_id: uuid.UUID, nonce: bytes) -> dict[str, object]:
     }
 
 
+@contextlib.contextmanager
+def _write_lock_held(storage: Storage, seconds: float = 0.3) -> Iterator[None]:
+    """Another connection holds SQLite's write lock for `seconds`, then commits."""
+    holder = storage.engine.raw_connection()
+    holder.cursor().execute("BEGIN IMMEDIATE")
+    threading.Timer(seconds, holder.commit).start()
+    try:
+        yield
+    finally:
+        holder.close()
+
+
 def _stored_nonces(storage: Storage) -> list[bytes]:
     with storage.engine.connect() as connection:
         return sorted(connection.execute(select(ROWS.c.secret_sha256)).scalars())
@@ -138,9 +152,6 @@ def test_a_hot_transaction_waits_in_the_pool_while_another_writer_holds_sqlite(
     storage: Storage, tenant_id: uuid.UUID
 ) -> None:
     hot = HotTransactions(storage.engine)
-    holder = storage.engine.raw_connection()
-    holder.cursor().execute("BEGIN IMMEDIATE")
-    threading.Timer(0.3, holder.commit).start()
     threads: list[int] = []
 
     def store(transaction: HotTransaction) -> None:
@@ -151,11 +162,11 @@ def test_a_hot_transaction_waits_in_the_pool_while_another_writer_holds_sqlite(
         await hot.run(store)
         return threading.get_ident()
 
-    try:
-        loop_thread = asyncio.run(run())
-    finally:
-        hot.close()
-        holder.close()
+    with _write_lock_held(storage):
+        try:
+            loop_thread = asyncio.run(run())
+        finally:
+            hot.close()
     assert _stored_nonces(storage) == [b"b" * 32]
     assert threads[-1] != loop_thread  # the loop did not wait: a worker thread did
 
@@ -210,9 +221,6 @@ def test_a_lone_statement_waits_in_the_pool_while_another_writer_holds_sqlite(
     storage: Storage, tenant_id: uuid.UUID
 ) -> None:
     hot = HotTransactions(storage.engine)
-    holder = storage.engine.raw_connection()
-    holder.cursor().execute("BEGIN IMMEDIATE")
-    threading.Timer(0.3, holder.commit).start()
 
     async def run() -> int:
         ticks = 0
@@ -228,10 +236,10 @@ def test_a_lone_statement_waits_in_the_pool_while_another_writer_holds_sqlite(
         ticker.cancel()
         return ticks
 
-    try:
-        ticks = asyncio.run(run())
-    finally:
-        hot.close()
-        holder.close()
+    with _write_lock_held(storage):
+        try:
+            ticks = asyncio.run(run())
+        finally:
+            hot.close()
     assert _stored_nonces(storage) == [b"g" * 32]
     assert ticks >= 10  # the loop went on while the statement waited for the lock

@@ -4,10 +4,10 @@ These two endpoints are the fleet's hot path (every device, daily and at boot), 
 read and answer bytes directly and talk to the database through Core statements run on the
 DBAPI connection (`hot_statements`). A challenge reads and writes nothing: its nonce is
 MAC-bound to the device ID and its issue time (`service.nonces`), so any service process
-sharing the key store can check it; the evidence's one short write transaction uses
-the nonce up on the device's row (nonces are used in issue order, each once) and records the
-verdict. On SQLite that transaction runs on the event loop when the write lock is free, in the
-thread pool when another connection holds it (`HotTransactions`).
+sharing the key store can check it; the evidence's one write (for a pass, a single UPDATE)
+uses the nonce up on the device's row (nonces are used in issue order, each once) and records
+the verdict. On SQLite it runs on the event loop when the write lock is free, in a worker
+thread when another connection holds it (`HotTransactions`).
 
 The device authenticates by what it signs, not by a user token. Whatever the reason for a
 refusal, the device gets the same answer (403 `attestation_refused`); the reason is in the
