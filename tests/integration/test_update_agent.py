@@ -21,7 +21,8 @@ from test_os_feeds import add_images, publish, trust_os_vendor
 from update_helpers import Tenancy, deploy, on_loopback, tenancy, upload
 
 from conftest import Api, FixedClock
-from opensphere.client import Client
+from opensphere.client import ApiError, Client
+from opensphere.device.agent import CREDENTIAL_FILE
 from opensphere.device.emulator import Fleet, release_reference_values
 from opensphere.device.errors import ImageRefusedError
 from opensphere.device.flash import AppTrial, DeviceFlash
@@ -154,6 +155,40 @@ def test_a_check_with_nothing_new_downloads_nothing_and_reports_once(
     assert update_status(world, host.rot.device_id)["sequence"] == sequence + 1  # "checked"
     assert host.check_for_updates().outcome is UpdateOutcome.UP_TO_DATE
     assert update_status(world, host.rot.device_id)["sequence"] == sequence + 1  # not again
+
+
+def test_a_refused_credential_is_replaced_by_attesting_again(
+    world: Tenancy, client: Client, tmp_path: Path
+) -> None:
+    """As when the service's keys were replaced: its next check attests again, then works."""
+    deployed(world, [uploaded_image(world, app_version(tmp_path / "app", "1.0.0"))])
+    host = new_host(world, client)
+    host.power_on()
+    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    stored = host.attestation.client_key_path.with_name(CREDENTIAL_FILE)
+    stored.write_text("osd2.e30.AAAA")  # not this service's, though not yet due for renewal
+
+    assert host.check_for_updates().outcome is UpdateOutcome.UP_TO_DATE
+    assert stored.read_text().startswith("osd2.")
+    assert stored.read_text() != "osd2.e30.AAAA"
+    assert host.upload_reports().stored >= 1  # the install's events, with the new credential
+
+
+def test_a_disabled_devices_check_is_refused_after_one_more_attestation(
+    world: Tenancy, client: Client, tmp_path: Path
+) -> None:
+    deployed(world, [uploaded_image(world, app_version(tmp_path / "app", "1.0.0"))])
+    host = new_host(world, client)
+    host.power_on()
+    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    world.api.client.patch(
+        f"/v1/tenants/{world.tenant_id}/devices/{host.rot.device_id}",
+        json={"enabled": False},
+        headers=world.api.operator,
+    )
+    with pytest.raises(ApiError) as refused:
+        host.check_for_updates()
+    assert (refused.value.status, refused.value.code) == (403, "attestation_refused")
 
 
 def test_a_new_deployment_replaces_the_app_and_drops_components_it_no_longer_has(

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 from uuid import UUID
 
-from opensphere.client import Client, ClientError
+from opensphere.client import ApiError, Client, ClientError
 from opensphere.device.agent import DeviceAgent
 from opensphere.device.boot import BootResult
 from opensphere.device.errors import DeviceError
@@ -46,6 +46,7 @@ DEFAULT_HEALTH_WINDOW: Final = 5.0
 REBOOTED: Final = frozenset({UpdateOutcome.INSTALLED, UpdateOutcome.ROLLED_BACK})
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _utc_now() -> dt.datetime:
@@ -117,18 +118,39 @@ class DeviceHost:
         return self.attestation.credential
 
     def check_for_updates(self) -> CheckResult:
-        result = self.updates.check(self.boot_result, now=self._now())
+        result = self._with_credential(
+            lambda: self.updates.check(self.boot_result, now=self._now())
+        )
         self._boot = self.updates.last_boot or self._boot
         return result
 
     def upload_reports(self) -> UploadResult:
-        return report(
-            self.folder,
-            device_id=self.rot.device_id,
-            client=self._client,
-            credential=self.credential(),
-            now=int(self._now().timestamp()),
+        return self._with_credential(
+            lambda: report(
+                self.folder,
+                device_id=self.rot.device_id,
+                client=self._client,
+                credential=self.credential(),
+                now=int(self._now().timestamp()),
+            )
         )
+
+    def _with_credential(self, action: Callable[[], T]) -> T:
+        """`action`, attesting again once if the service refuses the stored credential.
+
+        A credential the service no longer honours (its keys were replaced, or it was issued
+        in a format the service has dropped) would otherwise be refused until the daily
+        renewal. A disabled device's attestation is refused in turn, and that refusal is
+        what the caller sees.
+        """
+        try:
+            return action()
+        except ApiError as exc:
+            if (exc.status, exc.code) != (403, "device_refused"):
+                raise
+            log.info("the service refused the device credential (%s): attesting again", exc)
+        self.attestation.attest()
+        return action()
 
     # --- UpdateHost -------------------------------------------------------------------
 
