@@ -158,13 +158,13 @@ class HotTransactions:
     On SQLite a transaction runs right on the event loop, on a connection of its own that
     never waits for the write lock (`busy_timeout` 0): local statements cost less than the
     hop to a worker thread and back. When another connection holds the lock, the work goes
-    to the thread pool, where waiting is harmless: the holder may be a request in a worker
-    thread that needs the loop to finish. On PostgreSQL every transaction goes to the pool
-    (its statements are network round trips, and may wait for row locks).
+    to a worker thread, where waiting is harmless: the holder may be a request in a worker
+    thread that needs the loop to finish. On PostgreSQL every transaction goes to a worker
+    thread (its statements are network round trips, and may wait for row locks).
 
     `work` runs synchronously in one transaction and may run twice (a first try refused by a
-    busy database is rolled back and retried in the pool), so it must not have effects
-    outside the database besides values it returns.
+    busy database is rolled back and retried in a worker thread), so it must not have
+    effects outside the database besides values it returns.
 
     The worker threads are its own (`in_thread`), not anyio's: the device lanes run a
     handler at once, outside any task, up to its first wait (`service.fast_lane`), and
