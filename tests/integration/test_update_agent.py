@@ -78,6 +78,15 @@ def new_host(
     )
 
 
+def host_with_app_installed(world: Tenancy, client: Client, tmp_path: Path) -> DeviceHost:
+    """A powered-on device whose first check installed its group's app 1.0.0."""
+    deployed(world, [uploaded_image(world, app_version(tmp_path / "app", "1.0.0"))])
+    host = new_host(world, client)
+    host.power_on()
+    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    return host
+
+
 def app_version(folder: Path, version: str, security_version: int = 1) -> bytes:
     if not folder.exists():
         make_app_folder(folder, name="Blink", component_id=COMPONENT)
@@ -143,10 +152,7 @@ def test_a_device_installs_its_groups_deployment_and_reports_it(
 def test_a_check_with_nothing_new_downloads_nothing_and_reports_once(
     world: Tenancy, client: Client, tmp_path: Path
 ) -> None:
-    deployed(world, [uploaded_image(world, app_version(tmp_path / "app", "1.0.0"))])
-    host = new_host(world, client)
-    host.power_on()
-    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    host = host_with_app_installed(world, client, tmp_path)
     sequence = update_status(world, host.rot.device_id)["sequence"]
 
     again = host.check_for_updates()
@@ -161,10 +167,7 @@ def test_a_refused_credential_is_replaced_by_attesting_again(
     world: Tenancy, client: Client, tmp_path: Path
 ) -> None:
     """As when the service's keys were replaced: its next check attests again, then works."""
-    deployed(world, [uploaded_image(world, app_version(tmp_path / "app", "1.0.0"))])
-    host = new_host(world, client)
-    host.power_on()
-    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    host = host_with_app_installed(world, client, tmp_path)
     stored = host.attestation.client_key_path.with_name(CREDENTIAL_FILE)
     stored.write_text("osd2.e30.AAAA")  # not this service's, though not yet due for renewal
 
@@ -177,10 +180,7 @@ def test_a_refused_credential_is_replaced_by_attesting_again(
 def test_a_disabled_devices_check_is_refused_after_one_more_attestation(
     world: Tenancy, client: Client, tmp_path: Path
 ) -> None:
-    deployed(world, [uploaded_image(world, app_version(tmp_path / "app", "1.0.0"))])
-    host = new_host(world, client)
-    host.power_on()
-    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    host = host_with_app_installed(world, client, tmp_path)
     world.api.client.patch(
         f"/v1/tenants/{world.tenant_id}/devices/{host.rot.device_id}",
         json={"enabled": False},
@@ -424,10 +424,7 @@ def test_an_os_release_below_the_fuse_is_refused_and_reported(
 def test_an_app_production_signed_for_another_tenant_is_refused_by_the_device(
     world: Tenancy, api: Api, client: Client, clock: FixedClock, tmp_path: Path, fleet: Fleet
 ) -> None:
-    deployed(world, [uploaded_image(world, app_version(tmp_path / "app", "1.0.0"))])
-    host = new_host(world, client)
-    host.power_on()
-    assert host.check_for_updates().outcome is UpdateOutcome.INSTALLED
+    host = host_with_app_installed(world, client, tmp_path)
     other = tenancy(api, clock, tmp_path / "other", fleet)
     foreign_id = uploaded_image(other, app_version(tmp_path / "app", "9.0.0"))
     foreign = api.client.get(
